@@ -1,0 +1,70 @@
+"""leopard_reid: tell individual leopards apart from camera-trap photographs.
+
+Embed rosette-pattern crops with a pretrained CNN, verify keypoint correspondences between coats, keep a
+gallery of known individuals, and answer "this is L-17, P=0.91" or "a new individual".
+
+>>> import leopard_reid as lr
+>>> embedder = lr.Embedder()                       # offline ImageNet EfficientNet-Lite0
+>>> gallery = lr.Gallery.build(embedder, lr.read_metadata("known.csv"), root="photos/")
+>>> lr.match(["season/IMG_0001.JPG"], gallery, embedder=embedder)
+
+Heavy modules (torch, timm, OpenCV) are imported on first use, so ``import leopard_reid`` and the CLI's
+``--help`` stay quick.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "create_backbone": "backbones",
+    "Embedder": "embed",
+    "Features": "embed",
+    "Gallery": "gallery",
+    "GalleryError": "gallery",
+    "ImageError": "io",
+    "MetadataError": "io",
+    "load_image": "io",
+    "read_metadata": "io",
+    "LocalFeatures": "local",
+    "LocalMatcher": "local",
+    "extract_features": "local",
+    "verify": "local",
+    "match": "match",
+    "Matcher": "match",
+    "calibrate": "match",
+    "Calibration": "match",
+    "evaluate": "evaluate",
+    "Evaluation": "evaluate",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        if name in {"synthetic", "viz", "census", "train", "local", "io", "cli", "backbones", "embed",
+                    "gallery", "match", "evaluate"}:
+            return importlib.import_module(f".{name}", __name__)
+        raise AttributeError(f"module 'leopard_reid' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from .backbones import create_backbone
+    from .embed import Embedder, Features
+    from .evaluate import Evaluation, evaluate
+    from .gallery import Gallery, GalleryError
+    from .io import ImageError, MetadataError, load_image, read_metadata
+    from .local import LocalFeatures, LocalMatcher, extract_features, verify
+    from .match import Calibration, Matcher, calibrate, match

@@ -1,0 +1,282 @@
+"""The ``leopard-reid`` command line.
+
+Exit codes: 0 success; 1 nothing could be done (bad gallery, no readable image...); 2 usage error; 3 the
+command finished but skipped some inputs (listed in ``errors.csv`` beside its output).
+Heavy libraries are imported inside the commands, so ``leopard-reid --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
+METHODS = ("global", "local", "fused")
+
+
+class CommandError(Exception):
+    """A failure to report in one line, exit code 1."""
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", default=None, help="timm model name (default: the gallery's, else efficientnet_lite0)")
+    p.add_argument("--checkpoint", default=None, help="fine-tuned checkpoint: training folder or .safetensors file")
+    p.add_argument("--device", default=None, help="cpu, cuda... (default: CUDA when available)")
+    p.add_argument("--batch-size", type=int, default=32)
+
+
+def _add_input_args(p: argparse.ArgumentParser, *, required: bool) -> None:
+    p.add_argument("--metadata", required=required, help="CSV with path[,identity,bbox,side,datetime,camera]")
+    p.add_argument("--root", default=None, help="folder the CSV's paths are relative to (default: the CSV's folder)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="leopard-reid",
+        description="Identify individual leopards from rosette patterns: enroll known animals, match new photos, "
+        "evaluate, run a census.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"leopard-reid {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("enroll", help="build (or extend) a gallery of known individuals from a labelled CSV")
+    _add_input_args(p, required=True)
+    p.add_argument("--out", required=True, help="gallery file to create or extend")
+    p.add_argument("--no-local", action="store_true", help="skip keypoint features (global matching only)")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("match", help="match photos against a gallery")
+    p.add_argument("images", nargs="*", help="image files (or use --metadata)")
+    _add_input_args(p, required=False)
+    p.add_argument("--gallery", required=True)
+    p.add_argument("--method", choices=METHODS, default="fused")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--new-threshold", type=float, default=None, help="score below which a query is a new individual")
+    p.add_argument("--out", default=None, help="write results here (default: print)")
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_match)
+
+    p = sub.add_parser("evaluate", help="leave-one-out evaluation on a labelled CSV")
+    _add_input_args(p, required=True)
+    p.add_argument("--method", choices=METHODS, default="fused")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("calibrate", help="fit the fusion and new-individual threshold on a gallery (stored in it)")
+    p.add_argument("--gallery", required=True)
+    p.add_argument("--method", choices=METHODS, default="fused")
+    p.add_argument("--max-false-match", type=float, default=None)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("synth", help="generate a synthetic leopard population (images + metadata.csv)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--individuals", type=int, default=40)
+    p.add_argument("--sightings", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--frames", action="store_true", help="full camera-trap frames with the animal's bbox")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("demo", help="the main job on the embedded default: synthetic season, enroll, match, report")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--individuals", type=int, default=12)
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_demo)
+
+    _register_optional(sub)
+    return parser
+
+
+def _register_optional(sub: Any) -> None:
+    """Commands of the census and training modules (each adds its own sub-parser)."""
+    from importlib.util import find_spec
+
+    for module in ("census", "train"):
+        if find_spec(f"leopard_reid.{module}") is not None:
+            import importlib
+
+            mod = importlib.import_module(f"leopard_reid.{module}")
+            register = getattr(mod, "register_cli", None)
+            if register is not None:
+                register(sub)
+
+
+# ---------------------------------------------------------------------- helpers
+def _embedder(args: argparse.Namespace, default: str | None = None) -> Any:
+    from .embed import Embedder
+
+    name = args.backbone or default or "efficientnet_lite0"
+    return Embedder(name, checkpoint=args.checkpoint, device=args.device, batch_size=args.batch_size)
+
+
+def _read_table(args: argparse.Namespace, *, require: Sequence[str]) -> tuple[Any, Path]:
+    from .io import read_metadata
+
+    csv = Path(args.metadata)
+    root = Path(args.root) if args.root else csv.resolve().parent
+    return read_metadata(csv, require=require), root
+
+
+def write_errors(errors: Sequence[Any], folder: Path) -> Path | None:
+    """Write ``errors.csv`` (path, reason) into ``folder``; returns its path, or None when there are none."""
+    if not errors:
+        return None
+    import csv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "errors.csv"
+    with open(out, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "reason"])
+        for e in errors:
+            w.writerow([getattr(e, "path", ""), getattr(e, "reason", str(e))])
+    print(f"skipped {len(errors)} input(s); see {out}", file=sys.stderr)
+    return out
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from .gallery import Gallery
+
+    df, root = _read_table(args, require=("path", "identity"))
+    out = Path(args.out)
+    existing = Gallery.load(out) if out.exists() else None
+    embedder = _embedder(args, existing.backbone if existing else None)
+    if existing is not None:
+        existing.check_embedder(embedder)
+        known = set(existing.metadata["path"].astype(str))
+        dup = df["path"].isin(known)
+        if dup.any():
+            print(f"{int(dup.sum())} path(s) already in {out}: not added again", file=sys.stderr)
+            df = df[~dup].reset_index(drop=True)
+    local = not args.no_local if existing is None else existing.local is not None
+    feats = embedder.describe(df, root=root, local=local, on_error="skip")
+    gallery = existing or Gallery(backbone=embedder.name, weights_sha256=embedder.weights_sha256)
+    import numpy as np
+
+    keep = np.flatnonzero(feats.valid)
+    if len(keep):
+        rows = df.iloc[keep].reset_index(drop=True)
+        gallery.add(
+            feats.embeddings[keep],
+            rows["identity"].tolist(),
+            metadata=rows,
+            local=[feats.local[i] for i in keep] if feats.local is not None else None,
+        )
+    if not len(gallery):
+        write_errors(feats.errors, out.resolve().parent)
+        raise CommandError("no readable image: nothing enrolled")
+    gallery.save(out)
+    print(f"{out}: {len(gallery.identities)} individuals, {len(gallery)} exemplars (+{len(keep)})")
+    return EXIT_SKIPPED if write_errors(feats.errors, out.resolve().parent) else EXIT_OK
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .gallery import Gallery
+    from .match import match
+
+    if bool(args.images) == bool(args.metadata):
+        print("leopard-reid match: give IMAGES or --metadata CSV (not both)", file=sys.stderr)
+        return EXIT_USAGE
+    gallery = Gallery.load(args.gallery)
+    if args.metadata:
+        table, root = _read_table(args, require=("path",))
+    else:
+        table, root = pd.DataFrame({"path": args.images}), None
+    embedder = _embedder(args, gallery.backbone)
+    result = match(
+        table, gallery, embedder=embedder, method=args.method, top_k=args.top_k,
+        new_threshold=args.new_threshold, root=root, on_error="skip",
+    )
+    errors = result.attrs.get("errors", [])
+    if args.format == "json":
+        text = result.to_json(orient="records", indent=1)
+    else:
+        text = result.to_csv(index=False)
+    out_dir = Path.cwd()
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+        out_dir = Path(args.out).resolve().parent
+        print(f"{args.out}: {result['query'].nunique() if len(result) else 0} queries matched", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    if result.empty and errors:
+        write_errors(errors, out_dir)
+        raise CommandError("no readable query image")
+    return EXIT_SKIPPED if write_errors(errors, out_dir) else EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    df, root = _read_table(args, require=("path", "identity"))
+    result = evaluate(df, method=args.method, embedder=_embedder(args), root=root)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(result)
+    return EXIT_OK
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .gallery import Gallery
+    from .match import calibrate
+
+    gallery = Gallery.load(args.gallery)
+    cal = calibrate(gallery, method=args.method, max_false_match=args.max_false_match)
+    gallery.calibration = cal.to_dict()
+    gallery.save(args.gallery)
+    print(json.dumps(cal.to_dict()))
+    return EXIT_OK
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .synthetic import generate
+
+    df = generate(
+        args.out, n_individuals=args.individuals, sightings_per_individual=args.sightings, seed=args.seed,
+        frame=args.frames,
+    )
+    print(f"{args.out}: {len(df)} images of {df['identity'].nunique()} individuals; metadata.csv written")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, n_individuals=args.individuals, seed=args.seed)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    from .gallery import GalleryError
+    from .io import ImageError, MetadataError
+
+    try:
+        return int(args.func(args))
+    except (CommandError, GalleryError, MetadataError, ImageError, FileNotFoundError, ValueError) as err:
+        print(f"leopard-reid {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

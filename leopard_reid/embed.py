@@ -1,0 +1,246 @@
+"""Global embeddings: a pretrained CNN turns each crop into one L2-normalised vector.
+
+Preprocessing comes from the backbone's pretrained config (input size, interpolation, mean, std); the whole
+animal crop is resized to the input size (``crop_mode="squash"``) so no part of the coat is cut away.
+Images are decoded, cropped and resized in DataLoader workers (JPEG draft mode for large frames), and the
+model runs in ``channels_last`` under ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .backbones import DEFAULT_BACKBONE, create_backbone, data_config, resolve_checkpoint, weights_sha256
+from .io import ImageError, ImageInput, OnError, Record, as_records, load_image
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from .local import LocalFeatures
+
+__all__ = ["Embedder", "Features"]
+
+
+@dataclass
+class Features:
+    """What :meth:`Embedder.describe` computed for a batch of images, aligned with the input order.
+
+    ``embeddings`` rows of failed images are NaN and ``valid`` is False there; ``errors`` names them.
+    """
+
+    names: list[str]
+    embeddings: np.ndarray
+    local: list[LocalFeatures] | None
+    valid: np.ndarray
+    errors: list[ImageError] = field(default_factory=list)
+    sides: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+class _Dataset:
+    """Loads, crops and preprocesses one record per item; errors are returned, not raised."""
+
+    def __init__(self, records: Sequence[Record], transform: Any, reduce_to: int | None, local: dict | None):
+        self.records = records
+        self.transform = transform
+        self.reduce_to = reduce_to
+        self.local = local
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[int, Any, Any, ImageError | None]:
+        rec = self.records[i]
+        try:
+            img = load_image(rec.source, bbox=rec.bbox, reduce_to=self.reduce_to)
+        except ImageError as err:  # named as the caller gave it (the CSV's path, not the resolved one)
+            return i, None, None, ImageError(rec.name, err.reason)
+        tensor = self.transform(img) if self.transform is not None else None
+        feats = None
+        if self.local is not None:
+            from .local import extract_features
+
+            feats = extract_features(img, **self.local)
+        return i, tensor, feats, None
+
+
+def _collate(batch: list) -> list:
+    return batch
+
+
+class Embedder:
+    """Embed leopard crops with a pretrained CNN (timm), as L2-normalised float32 vectors.
+
+    Parameters
+    ----------
+    backbone:
+        A backbone name for :func:`~leopard_reid.create_backbone` (default: the embedded offline
+        EfficientNet-Lite0) or a ready ``torch.nn.Module`` (used on its own device, never moved).
+    checkpoint:
+        A fine-tuned checkpoint (training folder or ``.safetensors``) to load into the backbone.
+    batch_size, num_workers:
+        DataLoader settings; ``num_workers=None`` picks worker processes for large batches only.
+    device:
+        ``"cpu"``, ``"cuda"``...; default: CUDA when available.
+    progress:
+        Show a tqdm bar: ``None`` shows it on a terminal for runs of more than one batch.
+    """
+
+    def __init__(
+        self,
+        backbone: str | torch.nn.Module = DEFAULT_BACKBONE,
+        *,
+        checkpoint: str | os.PathLike | None = None,
+        batch_size: int = 32,
+        device: str | None = None,
+        num_workers: int | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        import torch
+
+        if isinstance(backbone, torch.nn.Module):
+            self.model = backbone
+            param = next(backbone.parameters(), None)
+            own = param.device if param is not None else torch.device("cpu")
+            if device is not None and torch.device(device) != own:
+                raise ValueError(f"the model is on {own}, not {device}; move it yourself or leave device=None")
+            self.device = own
+            self.name = getattr(backbone, "default_cfg", {}).get("architecture", type(backbone).__name__)
+        else:
+            self.name = backbone
+            if checkpoint is not None:
+                self.name = resolve_checkpoint(checkpoint)[1].get("backbone", backbone)
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self.model = create_backbone(backbone, checkpoint=checkpoint).to(self.device)
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.checkpoint = str(checkpoint) if checkpoint is not None else None
+        self.model.eval()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.progress = progress
+        self.data_config = data_config(self.model)
+        self.weights_sha256 = weights_sha256(self.model)
+        self._transform: Any = None
+
+    def __repr__(self) -> str:
+        return f"Embedder({self.name!r}, dim={self.dim}, device={str(self.device)!r})"
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return int(getattr(self.model, "num_features", 0) or self.model(self._dummy()).shape[1])
+
+    def _dummy(self) -> torch.Tensor:
+        import torch
+
+        return torch.zeros((1, *self.data_config["input_size"]), device=self.device)
+
+    @property
+    def transform(self) -> Any:
+        """The eval transform: whole crop resized to the model's input size, its mean/std."""
+        if self._transform is None:
+            import timm.data
+
+            cfg = {**self.data_config, "crop_pct": 1.0, "crop_mode": "squash"}
+            self._transform = timm.data.create_transform(**cfg, is_training=False)
+        return self._transform
+
+    def embed(
+        self,
+        images: Iterable[ImageInput] | pd.DataFrame,
+        *,
+        root: str | os.PathLike | None = None,
+        on_error: OnError = "raise",
+    ) -> np.ndarray:
+        """Embed images (paths, PIL images, HxWx3 arrays, or a DataFrame with ``path`` and optional ``bbox``).
+
+        Returns float32 ``(n, dim)`` with unit-norm rows in input order. ``on_error="skip"`` keeps going past
+        unreadable images, leaves their rows NaN and warns with each file and reason.
+        """
+        feats = self.describe(images, root=root, on_error=on_error)
+        return feats.embeddings
+
+    def describe(
+        self,
+        images: Iterable[ImageInput] | pd.DataFrame,
+        *,
+        root: str | os.PathLike | None = None,
+        local: bool | dict[str, Any] = False,
+        on_error: OnError = "raise",
+    ) -> Features:
+        """Embed images and, with ``local=True`` (or extractor options), extract keypoint features in the
+        same pass, so each image is decoded once. See :class:`Features`."""
+        import torch
+
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        records = as_records(images, root=root)
+        n = len(records)
+        local_opts = ({} if local is True else dict(local)) if local else None
+        side = min(self.data_config["input_size"][1:])
+        reduce_to = side if local_opts is None else local_opts.get("max_side", 800)
+        dataset = _Dataset(records, self.transform, reduce_to, local_opts)
+        workers = self.num_workers
+        if workers is None:
+            workers = min(2, os.cpu_count() or 1) if n >= 4 * self.batch_size else 0
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=self.batch_size, num_workers=workers, collate_fn=_collate,
+        )
+        dim = None
+        out: np.ndarray | None = None
+        local_out: list[Any] | None = [None] * n if local_opts is not None else None
+        valid = np.zeros(n, dtype=bool)
+        errors: list[ImageError] = []
+        show = self.progress
+        if show is None:
+            show = sys.stderr.isatty() and n > self.batch_size
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc="embedding", unit="img", disable=not show)
+        with torch.inference_mode():
+            for batch in loader:
+                good = [(i, t, f) for i, t, f, e in batch if e is None]
+                for _, _, _, err in batch:
+                    if err is not None:
+                        if on_error == "raise":
+                            bar.close()
+                            raise err
+                        errors.append(err)
+                if good:
+                    x = torch.stack([t for _, t, _ in good]).to(self.device)
+                    x = x.contiguous(memory_format=torch.channels_last)
+                    y = torch.nn.functional.normalize(self.model(x).float(), dim=1).cpu().numpy()
+                    if out is None:
+                        dim = y.shape[1]
+                        out = np.full((n, dim), np.nan, dtype=np.float32)
+                    idx = [i for i, _, _ in good]
+                    out[idx] = y
+                    valid[idx] = True
+                    if local_out is not None:
+                        for i, _, f in good:
+                            local_out[i] = f
+                bar.update(len(batch))
+        bar.close()
+        if out is None:
+            out = np.full((n, dim or self.dim), np.nan, dtype=np.float32)
+        if errors:
+            listing = "; ".join(str(e) for e in errors[:5]) + (" ..." if len(errors) > 5 else "")
+            warnings.warn(f"skipped {len(errors)} of {n} image(s): {listing}", stacklevel=2)
+        return Features(
+            names=[r.name for r in records],
+            embeddings=out,
+            local=local_out,
+            valid=valid,
+            errors=errors,
+            sides=[r.side for r in records],
+        )

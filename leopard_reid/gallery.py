@@ -1,0 +1,518 @@
+"""The gallery: known individuals, their exemplar embeddings, keypoint features and metadata, on disk safely.
+
+A gallery is years of expert work, so its file is written like a database page:
+
+* one ``safetensors`` file (arrays as raw little-endian tensors, metadata as JSON, nothing executable);
+* a SHA-256 of every array and of the manifest, verified on load: a single flipped byte is refused;
+* atomic save (temporary file, fsync, rename) under an exclusive lock, with the previous version kept as
+  ``<file>.bak``; a save never silently overwrites a file changed by someone else since it was loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .io import parse_bbox
+
+if TYPE_CHECKING:
+    from .embed import Embedder
+    from .local import LocalFeatures
+
+__all__ = ["FORMAT_VERSION", "Gallery", "GalleryError", "search_scores", "top_identities"]
+
+FORMAT_VERSION = 1
+_MAGIC_KEY = "leopard_reid"
+META_COLUMNS = ("identity", "path", "bbox", "side", "datetime", "camera")
+
+
+class GalleryError(ValueError):
+    """A gallery that cannot be loaded, saved or changed as asked; the message names the file and reason."""
+
+
+def _library_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _sha(arr: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+
+
+def _json_value(v: Any) -> Any:
+    if v is None or isinstance(v, (str, bool)):
+        return v
+    if isinstance(v, (tuple, list, np.ndarray)):
+        return [_json_value(x) for x in v]
+    if isinstance(v, (np.integer, int)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return None if np.isnan(v) else float(v)
+    if isinstance(v, pd.Timestamp):
+        return v.isoformat()
+    return str(v)
+
+
+class Gallery:
+    """Known individuals with one or more exemplars each.
+
+    Build one with :meth:`build` (images) or :meth:`from_embeddings` (vectors), edit it with :meth:`add`,
+    :meth:`remove`, :meth:`rename`, :meth:`merge`, query it with :meth:`search` or
+    :func:`leopard_reid.match`, and keep it with :meth:`save` / :meth:`load`.
+    """
+
+    def __init__(self, *, backbone: str | None = None, weights_sha256: str | None = None) -> None:
+        self.backbone = backbone
+        self.weights_sha256 = weights_sha256
+        self._emb = np.zeros((0, 0), dtype=np.float32)
+        self._meta = pd.DataFrame({c: pd.Series(dtype=object) for c in META_COLUMNS})
+        self._local: list[LocalFeatures] | None = None
+        self.calibration: dict[str, Any] | None = None
+        self._source: tuple[str, str] | None = None  # (resolved path, checksum) last loaded or saved
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(
+        cls,
+        embedder: Embedder,
+        metadata: pd.DataFrame,
+        *,
+        root: str | os.PathLike | None = None,
+        local: bool = True,
+        on_error: str = "raise",
+    ) -> Gallery:
+        """Embed every row of ``metadata`` (``path``, ``identity``, optional ``bbox``, ``side``...) and keep
+        keypoint features too (``local=True``) for pattern-level matching."""
+        if "identity" not in metadata.columns:
+            raise GalleryError("the metadata needs an 'identity' column to build a gallery")
+        feats = embedder.describe(metadata, root=root, local=local, on_error=on_error)  # type: ignore[arg-type]
+        gallery = cls(backbone=embedder.name, weights_sha256=embedder.weights_sha256)
+        keep = np.flatnonzero(feats.valid)
+        rows = metadata.iloc[keep].reset_index(drop=True)
+        return gallery.add(
+            feats.embeddings[keep],
+            rows["identity"].astype(str).tolist(),
+            metadata=rows,
+            local=[feats.local[i] for i in keep] if feats.local is not None else None,
+        )
+
+    @classmethod
+    def from_embeddings(
+        cls,
+        embeddings: np.ndarray,
+        identities: Sequence[str],
+        *,
+        metadata: pd.DataFrame | None = None,
+        backbone: str | None = None,
+        weights_sha256: str | None = None,
+        local: Sequence[LocalFeatures] | None = None,
+    ) -> Gallery:
+        """A gallery from precomputed embeddings (rows are L2-normalised on the way in)."""
+        return cls(backbone=backbone, weights_sha256=weights_sha256).add(
+            embeddings, identities, metadata=metadata, local=local
+        )
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return len(self._meta)
+
+    def __repr__(self) -> str:
+        return (
+            f"Gallery({len(self.identities)} individuals, {len(self)} exemplars, backbone={self.backbone!r}, "
+            f"local={'yes' if self._local is not None else 'no'})"
+        )
+
+    @property
+    def identities(self) -> list[str]:
+        """Known individuals, sorted."""
+        return sorted(set(self._meta["identity"].tolist()))
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """Exemplar embeddings ``(n, dim)`` float32 (a read-only view)."""
+        view = self._emb.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def dim(self) -> int | None:
+        return self._emb.shape[1] if len(self) else None
+
+    @property
+    def metadata(self) -> pd.DataFrame:
+        """Per-exemplar metadata (a copy): ``identity, path, bbox, side, datetime, camera`` and extras."""
+        return self._meta.copy()
+
+    @property
+    def local(self) -> list[LocalFeatures] | None:
+        """Per-exemplar keypoint features, or None when the gallery was built without them."""
+        return None if self._local is None else list(self._local)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Identity of each exemplar, as an object array."""
+        return self._meta["identity"].to_numpy(dtype=object)
+
+    @property
+    def sides(self) -> np.ndarray:
+        return self._meta["side"].fillna("unknown").to_numpy(dtype=object)
+
+    # ------------------------------------------------------------------ editing
+    def check_embedder(self, embedder: Embedder) -> None:
+        """Refuse an embedder whose backbone or weights differ from the ones that built this gallery."""
+        if self.weights_sha256 and embedder.weights_sha256 != self.weights_sha256:
+            raise GalleryError(
+                f"this gallery was built with backbone {self.backbone!r} (weights {self.weights_sha256}); "
+                f"the embedder is {embedder.name!r} (weights {embedder.weights_sha256}). Embeddings of "
+                "different models cannot be compared: use the same backbone/checkpoint or rebuild the gallery."
+            )
+
+    def add(
+        self,
+        embeddings: np.ndarray,
+        identities: Sequence[str],
+        *,
+        metadata: pd.DataFrame | None = None,
+        local: Sequence[LocalFeatures] | None = None,
+    ) -> Gallery:
+        """Add exemplars (one row per embedding); returns self."""
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2:
+            raise GalleryError(f"embeddings must be 2-D (n, dim), got shape {emb.shape}")
+        n = emb.shape[0]
+        ids = [str(i) for i in identities]
+        if len(ids) != n:
+            raise GalleryError(f"{n} embeddings but {len(ids)} identities")
+        if not np.isfinite(emb).all():
+            raise GalleryError("embeddings contain NaN or infinite values (failed images?)")
+        if len(self) and emb.shape[1] != self._emb.shape[1]:
+            raise GalleryError(
+                f"embeddings of dimension {emb.shape[1]} cannot join a gallery of dimension {self._emb.shape[1]} "
+                f"(backbone {self.backbone!r})"
+            )
+        if local is not None and len(local) != n:
+            raise GalleryError(f"{n} embeddings but {len(local)} local feature sets")
+        if len(self) and (local is None) != (self._local is None):
+            have = "has" if self._local is not None else "has no"
+            raise GalleryError(f"this gallery {have} keypoint features; add exemplars the same way")
+        was_empty = not len(self)
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        emb = emb / np.maximum(norms, 1e-12)
+        meta = pd.DataFrame(index=range(n)) if metadata is None else metadata.reset_index(drop=True).copy()
+        if len(meta) != n:
+            raise GalleryError(f"{n} embeddings but {len(meta)} metadata rows")
+        meta["identity"] = ids
+        for col in META_COLUMNS:
+            if col not in meta.columns:
+                meta[col] = None
+        meta["side"] = [s if isinstance(s, str) and s in ("left", "right") else "unknown" for s in meta["side"]]
+        meta["bbox"] = pd.Series([parse_bbox(b) for b in meta["bbox"]], dtype=object)
+        meta = meta[list(META_COLUMNS) + [c for c in meta.columns if c not in META_COLUMNS]]
+        self._emb = emb if was_empty else np.concatenate([self._emb, emb])
+        self._meta = meta if was_empty else pd.concat([self._meta, meta], ignore_index=True)
+        if local is not None:
+            self._local = list(local) if was_empty or self._local is None else self._local + list(local)
+        return self
+
+    def _keep(self, mask: np.ndarray) -> None:
+        self._emb = self._emb[mask]
+        self._meta = self._meta[mask].reset_index(drop=True)
+        if self._local is not None:
+            self._local = [f for f, k in zip(self._local, mask) if k]
+
+    def _require(self, identity: str) -> None:
+        if identity not in set(self._meta["identity"]):
+            raise GalleryError(f"unknown identity {identity!r}")
+
+    def remove(self, identity: str) -> Gallery:
+        """Remove an individual and all its exemplars; returns self."""
+        self._require(identity)
+        self._keep((self._meta["identity"] != identity).to_numpy())
+        return self
+
+    def rename(self, old: str, new: str) -> Gallery:
+        """Rename an individual (refused if ``new`` exists: use :meth:`merge`); returns self."""
+        self._require(old)
+        if new in set(self._meta["identity"]):
+            raise GalleryError(f"identity {new!r} already exists: use merge({old!r}, {new!r})")
+        self._meta.loc[self._meta["identity"] == old, "identity"] = new
+        return self
+
+    def merge(self, source: str, into: str) -> Gallery:
+        """Move every exemplar of ``source`` to ``into`` (both must exist); returns self."""
+        self._require(source)
+        self._require(into)
+        self._meta.loc[self._meta["identity"] == source, "identity"] = into
+        return self
+
+    # ------------------------------------------------------------------ search
+    def search(self, query_embeddings: np.ndarray, *, top_k: int = 5, block_size: int | None = None) -> pd.DataFrame:
+        """Exact cosine search, ranked per identity by its best exemplar.
+
+        Returns one row per query and rank: ``query`` (row index), ``rank``, ``identity``, ``score``,
+        ``exemplar`` (path of the best exemplar) and ``exemplar_index``. Memory is bounded by blocks.
+        """
+        q = np.asarray(query_embeddings, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None]
+        if not len(self):
+            raise GalleryError("the gallery is empty")
+        if q.shape[1] != self._emb.shape[1]:
+            raise GalleryError(f"query dimension {q.shape[1]} != gallery dimension {self._emb.shape[1]}")
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        ids, scores, exemplars = top_identities(q, self._emb, self.labels, top_k=top_k, block_size=block_size)
+        paths = self._meta["path"].to_numpy(dtype=object)
+        nq, k = ids.shape
+        return pd.DataFrame(
+            {
+                "query": np.repeat(np.arange(nq), k),
+                "rank": np.tile(np.arange(1, k + 1), nq),
+                "identity": ids.ravel(),
+                "score": scores.ravel(),
+                "exemplar": paths[exemplars.ravel()],
+                "exemplar_index": exemplars.ravel(),
+            }
+        )
+
+    # ------------------------------------------------------------------ disk
+    def _arrays(self) -> dict[str, np.ndarray]:
+        arrays = {"embeddings": np.ascontiguousarray(self._emb)}
+        if self._local is not None:
+            from .local import pack_features
+
+            for k, v in pack_features(self._local).items():
+                arrays[f"local.{k}"] = np.ascontiguousarray(v)
+        return arrays
+
+    def _manifest(self, arrays: dict[str, np.ndarray]) -> str:
+        records = [{k: _json_value(v) for k, v in row.items()} for row in self._meta.to_dict("records")]
+        manifest = {
+            "format": "leopard_reid.gallery",
+            "format_version": FORMAT_VERSION,
+            "library_version": _library_version(),
+            "backbone": self.backbone,
+            "weights_sha256": self.weights_sha256,
+            "dim": self.dim,
+            "n_exemplars": len(self),
+            "columns": list(self._meta.columns),
+            "metadata": records,
+            "calibration": self.calibration,
+            "arrays": {
+                k: {"sha256": _sha(v), "dtype": str(v.dtype), "shape": list(v.shape)} for k, v in arrays.items()
+            },
+        }
+        return json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the gallery atomically; the previous file is kept as ``<path>.bak``.
+
+        An existing file is replaced only if it is the version this gallery was loaded from (or last saved
+        to), or with ``overwrite=True``; so two editors cannot silently undo each other's work.
+        """
+        from filelock import FileLock
+        from safetensors.numpy import save as st_save
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = self._arrays()
+        manifest = self._manifest(arrays)
+        checksum = hashlib.sha256(manifest.encode()).hexdigest()
+        data = st_save(arrays, metadata={_MAGIC_KEY: manifest, "checksum": checksum})
+        with FileLock(str(path) + ".lock", timeout=600):
+            if path.exists() and not overwrite:
+                current = _read_checksum(path)
+                if self._source != (str(path.resolve()), current):
+                    raise GalleryError(
+                        f"{path}: exists and is not the version this gallery was loaded from (changed by another "
+                        "run, or a different gallery); load it and re-apply your changes, or save(overwrite=True)"
+                    )
+            if path.exists():
+                _atomic_copy(path, path.with_name(path.name + ".bak"))
+            _atomic_write(path, data)
+        self._source = (str(path.resolve()), checksum)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Gallery:
+        """Load and verify a gallery file; a damaged or unknown-format file is refused with the reason."""
+        from safetensors.numpy import load as st_load
+
+        path = Path(path)
+        if not path.exists():
+            raise GalleryError(f"{path}: gallery file not found")
+        if path.is_dir():
+            raise GalleryError(f"{path}: is a folder, not a gallery file")
+        raw = path.read_bytes()
+        backup = path.with_name(path.name + ".bak")
+        hint = f" (the previous version is at {backup})" if backup.exists() else ""
+
+        def damaged(reason: str) -> GalleryError:
+            return GalleryError(f"{path}: damaged or not a leopard_reid gallery: {reason}{hint}")
+
+        try:
+            header = _parse_header(raw)
+            meta = header.get("__metadata__") or {}
+            text, checksum = meta[_MAGIC_KEY], meta["checksum"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+            raise damaged(f"unreadable header ({type(err).__name__})") from None
+        if hashlib.sha256(text.encode()).hexdigest() != checksum:
+            raise damaged("manifest checksum mismatch")
+        manifest = json.loads(text)
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise GalleryError(
+                f"{path}: gallery format version {version} is not supported by this leopard_reid "
+                f"({_library_version()}, format {FORMAT_VERSION}); upgrade leopard_reid to read it"
+            )
+        try:
+            arrays = st_load(raw)
+        except Exception as err:  # safetensors raises its own error type for malformed data
+            raise damaged(f"unreadable arrays ({err})") from None
+        spec = manifest["arrays"]
+        if set(arrays) != set(spec):
+            raise damaged("array list does not match the manifest")
+        for name, arr in arrays.items():
+            if _sha(arr) != spec[name]["sha256"]:
+                raise damaged(f"checksum mismatch in array {name!r}")
+        g = cls(backbone=manifest["backbone"], weights_sha256=manifest["weights_sha256"])
+        meta_df = pd.DataFrame(manifest["metadata"], columns=manifest["columns"])
+        meta_df["bbox"] = pd.Series([tuple(b) if b else None for b in meta_df["bbox"]], dtype=object)
+        g._emb = arrays["embeddings"].astype(np.float32, copy=True)
+        if g._emb.ndim != 2:
+            g._emb = g._emb.reshape(len(meta_df), -1)
+        g._meta = meta_df
+        local = {k[len("local."):]: v for k, v in arrays.items() if k.startswith("local.")}
+        if local:
+            from .local import unpack_features
+
+            g._local = unpack_features(local)
+        g.calibration = manifest.get("calibration")
+        g._source = (str(path.resolve()), checksum)
+        return g
+
+
+def _parse_header(raw: bytes) -> dict[str, Any]:
+    if len(raw) < 8:
+        raise ValueError("file too short")
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > len(raw) - 8:
+        raise ValueError("header length beyond end of file")
+    return json.loads(raw[8 : 8 + n].decode("utf-8"))
+
+
+def _read_checksum(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(min(n, 1 << 30)).decode("utf-8"))
+        return header["__metadata__"]["checksum"]
+    except (OSError, ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError):
+        return None
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename over it: readers see old or new, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------- search kernels
+def search_scores(
+    query: np.ndarray, gallery: np.ndarray, *, block_size: int | None = None
+) -> Iterable[tuple[slice, np.ndarray]]:
+    """Yield ``(rows, scores)`` blocks of ``query @ gallery.T`` so at most ~16 M scores live at once."""
+    n = max(1, gallery.shape[0])
+    step = block_size or max(1, min(4096, (1 << 24) // n))
+    g_t = np.ascontiguousarray(gallery.T)
+    for start in range(0, query.shape[0], step):
+        rows = slice(start, min(start + step, query.shape[0]))
+        yield rows, query[rows] @ g_t
+
+
+def top_identities(
+    query: np.ndarray,
+    gallery: np.ndarray,
+    labels: np.ndarray,
+    *,
+    top_k: int = 5,
+    block_size: int | None = None,
+    scores: Iterable[tuple[slice, np.ndarray]] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k identities per query by best exemplar score, blocked.
+
+    Returns ``(identities, scores, exemplar_indices)``, each ``(n_queries, k)`` with ``k = min(top_k,
+    n_identities)``. ``scores`` may supply precomputed score blocks (e.g. fused scores) instead of cosine.
+    """
+    codes, uniques = pd.factorize(pd.Series(labels, dtype=object), sort=True)
+    order = np.argsort(codes, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+    n_ids = len(uniques)
+    k = min(top_k, n_ids)
+    nq = query.shape[0]
+    out_ids = np.empty((nq, k), dtype=np.int64)
+    out_scores = np.empty((nq, k), dtype=np.float32)
+    out_ex = np.empty((nq, k), dtype=np.int64)
+    blocks = scores if scores is not None else search_scores(query, gallery, block_size=block_size)
+    for rows, s in blocks:
+        s_sorted = s[:, order]
+        per_id = np.maximum.reduceat(s_sorted, starts, axis=1)
+        if k < n_ids:
+            part = np.argpartition(-per_id, k - 1, axis=1)[:, :k]
+        else:
+            part = np.broadcast_to(np.arange(n_ids), per_id.shape).copy()
+        part_scores = np.take_along_axis(per_id, part, axis=1)
+        o = np.argsort(-part_scores, axis=1, kind="stable")
+        top = np.take_along_axis(part, o, axis=1)
+        out_ids[rows] = top
+        out_scores[rows] = np.take_along_axis(part_scores, o, axis=1)
+        ends = np.r_[starts[1:], len(order)]
+        for r in range(s.shape[0]):
+            for j in range(k):
+                seg = order[starts[top[r, j]] : ends[top[r, j]]]
+                out_ex[rows.start + r, j] = seg[int(np.argmax(s[r, seg]))]
+    return uniques.to_numpy(dtype=object)[out_ids], out_scores, out_ex
