@@ -94,6 +94,9 @@ class Embedder:
         ``"cpu"``, ``"cuda"``...; default: CUDA when available.
     progress:
         Show a tqdm bar: ``None`` shows it on a terminal for runs of more than one batch.
+    cache:
+        A folder for an :class:`~leopard_reid.cache.EmbeddingCache`: files already embedded (same bytes,
+        box, model and keypoint options) are read back instead of recomputed.
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class Embedder:
         device: str | None = None,
         num_workers: int | None = None,
         progress: bool | None = None,
+        cache: str | os.PathLike | None = None,
     ) -> None:
         import torch
 
@@ -131,6 +135,11 @@ class Embedder:
         self.data_config = data_config(self.model)
         self.weights_sha256 = weights_sha256(self.model)
         self._transform: Any = None
+        self.cache = None
+        if cache is not None:
+            from .cache import EmbeddingCache
+
+            self.cache = EmbeddingCache(cache)
 
     def __repr__(self) -> str:
         return f"Embedder({self.name!r}, dim={self.dim}, device={str(self.device)!r})"
@@ -187,6 +196,8 @@ class Embedder:
         records = as_records(images, root=root)
         n = len(records)
         local_opts = ({} if local is True else dict(local)) if local else None
+        if self.cache is not None:
+            return self._describe_cached(records, local_opts, on_error)
         side = min(self.data_config["input_size"][1:])
         reduce_to = side if local_opts is None else local_opts.get("max_side", 800)
         dataset = _Dataset(records, self.transform, reduce_to, local_opts)
@@ -244,3 +255,53 @@ class Embedder:
             errors=errors,
             sides=[r.side for r in records],
         )
+
+    def _describe_cached(self, records: list[Record], local_opts: dict | None, on_error: OnError) -> Features:
+        """describe() through the cache: hash files, compute only the misses, store them as one shard."""
+        from .cache import file_key
+
+        assert self.cache is not None
+        keys: list[str | None] = []
+        for r in records:
+            try:
+                keys.append(
+                    file_key(r.source, model=self.weights_sha256, bbox=r.bbox, local=local_opts)
+                    if isinstance(r.source, (str, os.PathLike))
+                    else None
+                )
+            except OSError:
+                keys.append(None)  # unreadable: describe() reports it
+        miss = [i for i, k in enumerate(keys) if k is None or k not in self.cache]
+        cache, self.cache = self.cache, None
+        want_local: bool | dict = False if local_opts is None else (local_opts or True)
+        try:
+            fresh = self.describe([records[i] for i in miss], local=want_local, on_error=on_error) if miss else None
+        finally:
+            self.cache = cache
+        n = len(records)
+        dim = fresh.embeddings.shape[1] if fresh is not None else self.dim
+        emb = np.full((n, dim), np.nan, np.float32)
+        loc: list[Any] | None = [None] * n if local_opts is not None else None
+        valid = np.zeros(n, bool)
+        for i, k in enumerate(keys):
+            if k is not None and k in cache:
+                emb[i], f = cache.get(k)
+                valid[i] = True
+                if loc is not None:
+                    loc[i] = f
+        errors: list[ImageError] = []
+        if fresh is not None:
+            emb[miss] = fresh.embeddings
+            valid[miss] = fresh.valid
+            errors = fresh.errors
+            if loc is not None and fresh.local is not None:
+                for j, i in enumerate(miss):
+                    loc[i] = fresh.local[j]
+            new = [(keys[i], j) for j, i in enumerate(miss) if keys[i] is not None and fresh.valid[j]]
+            cache.put(
+                [k for k, _ in new],
+                fresh.embeddings[[j for _, j in new]],
+                [fresh.local[j] for _, j in new] if fresh.local is not None else None,
+            )
+        return Features(names=[r.name for r in records], embeddings=emb, local=loc, valid=valid, errors=errors,
+                        sides=[r.side for r in records])

@@ -15,8 +15,8 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import struct
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -267,6 +267,14 @@ class Gallery:
         q = np.asarray(query_embeddings, dtype=np.float32)
         if q.ndim == 1:
             q = q[None]
+        if q.ndim != 2:
+            raise GalleryError(f"queries must be 1-D or 2-D (n, dim), got shape {q.shape}")
+        if top_k < 1:
+            raise GalleryError(f"top_k must be at least 1, not {top_k}")
+        if block_size is not None and block_size < 1:
+            raise GalleryError(f"block_size must be at least 1, not {block_size}")
+        if not np.isfinite(q).all():
+            raise GalleryError("query embeddings contain NaN or infinite values (failed images?)")
         if not len(self):
             raise GalleryError("the gallery is empty")
         if q.shape[1] != self._emb.shape[1]:
@@ -309,44 +317,62 @@ class Gallery:
             "columns": list(self._meta.columns),
             "metadata": records,
             "calibration": self.calibration,
+            "dtypes": {str(c): str(t) for c, t in self._meta.dtypes.items()},
             "arrays": {
                 k: {"sha256": _sha(v), "dtype": str(v.dtype), "shape": list(v.shape)} for k, v in arrays.items()
             },
         }
         return json.dumps(manifest, sort_keys=True, separators=(",", ":"))
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False, lock_timeout: float = 600.0) -> Path:
         """Write the gallery atomically; the previous file is kept as ``<path>.bak``.
 
         An existing file is replaced only if it is the version this gallery was loaded from (or last saved
-        to), or with ``overwrite=True``; so two editors cannot silently undo each other's work.
+        to), or with ``overwrite=True``; so two editors cannot silently undo each other's work. Writers take
+        an exclusive lock (``<path>.lock``); the new file is written beside the old one, fsynced and renamed
+        over it, so a crash at any point leaves either the old or the new gallery, never a mix.
         """
-        from filelock import FileLock
+        from filelock import FileLock, Timeout
         from safetensors.numpy import save as st_save
 
         path = Path(path)
+        if path.is_dir():
+            raise GalleryError(f"{path}: is a folder; give a gallery file name")
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = self._arrays()
         manifest = self._manifest(arrays)
         checksum = hashlib.sha256(manifest.encode()).hexdigest()
         data = st_save(arrays, metadata={_MAGIC_KEY: manifest, "checksum": checksum})
-        with FileLock(str(path) + ".lock", timeout=600):
-            if path.exists() and not overwrite:
-                current = _read_checksum(path)
-                if self._source != (str(path.resolve()), current):
-                    raise GalleryError(
-                        f"{path}: exists and is not the version this gallery was loaded from (changed by another "
-                        "run, or a different gallery); load it and re-apply your changes, or save(overwrite=True)"
-                    )
-            if path.exists():
-                _atomic_copy(path, path.with_name(path.name + ".bak"))
-            _atomic_write(path, data)
+        try:
+            with FileLock(str(path) + ".lock", timeout=lock_timeout):
+                _remove_stale_temporaries(path)  # left by a writer killed mid-save (we hold the lock now)
+                if path.exists() and not overwrite:
+                    current = _read_checksum(path)
+                    if self._source != (str(path.resolve()), current):
+                        raise GalleryError(
+                            f"{path}: exists and is not the version this gallery was loaded from (changed by "
+                            "another run, or a different gallery); load it and re-apply your changes, or "
+                            "save(overwrite=True)"
+                        )
+                if path.exists():
+                    _atomic_copy(path, path.with_name(path.name + ".bak"))
+                _atomic_write(path, data)
+        except Timeout:
+            raise GalleryError(
+                f"{path}: another process has been saving this gallery for over {lock_timeout:.0f} s "
+                f"(lock {path}.lock); try again later"
+            ) from None
         self._source = (str(path.resolve()), checksum)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Gallery:
-        """Load and verify a gallery file; a damaged or unknown-format file is refused with the reason."""
+        """Load and verify a gallery file; a damaged or unknown-format file is refused with the reason.
+
+        Nothing in the file is executed (safetensors arrays + a JSON manifest). Every array's dtype, shape
+        and SHA-256 and the manifest's SHA-256 are checked, and the header must be exactly as written
+        (compact JSON padded with spaces), so any changed byte is detected.
+        """
         from safetensors.numpy import load as st_load
 
         path = Path(path)
@@ -354,7 +380,10 @@ class Gallery:
             raise GalleryError(f"{path}: gallery file not found")
         if path.is_dir():
             raise GalleryError(f"{path}: is a folder, not a gallery file")
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except OSError as err:
+            raise GalleryError(f"{path}: cannot read the gallery file ({err.strerror or err})") from None
         backup = path.with_name(path.name + ".bak")
         hint = f" (the previous version is at {backup})" if backup.exists() else ""
 
@@ -363,53 +392,126 @@ class Gallery:
 
         try:
             header = _parse_header(raw)
-            meta = header.get("__metadata__") or {}
+            meta = header.get("__metadata__")
+            if not isinstance(meta, dict):
+                raise KeyError("__metadata__")
             text, checksum = meta[_MAGIC_KEY], meta["checksum"]
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
-            raise damaged(f"unreadable header ({type(err).__name__})") from None
+            if not isinstance(text, str) or not isinstance(checksum, str):
+                raise TypeError("manifest")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as err:
+            raise damaged(f"unreadable header ({type(err).__name__}: {err})") from None
         if hashlib.sha256(text.encode()).hexdigest() != checksum:
             raise damaged("manifest checksum mismatch")
-        manifest = json.loads(text)
-        version = manifest.get("format_version")
+        try:
+            manifest = json.loads(text)
+            fmt, version = manifest.get("format"), manifest.get("format_version")
+        except (ValueError, AttributeError, RecursionError) as err:
+            raise damaged(f"unreadable manifest ({type(err).__name__})") from None
+        if fmt != "leopard_reid.gallery":
+            raise damaged(f"the manifest's format is {fmt!r}, not 'leopard_reid.gallery'")
         if version != FORMAT_VERSION:
             raise GalleryError(
-                f"{path}: gallery format version {version} is not supported by this leopard_reid "
-                f"({_library_version()}, format {FORMAT_VERSION}); upgrade leopard_reid to read it"
+                f"{path}: gallery format version {version!r} is not supported by this leopard_reid "
+                f"({_library_version()}, reads format {FORMAT_VERSION}); "
+                + ("upgrade leopard_reid to read it" if isinstance(version, int) and version > FORMAT_VERSION
+                   else "this file was not written by a known leopard_reid")
             )
         try:
             arrays = st_load(raw)
         except Exception as err:  # safetensors raises its own error type for malformed data
             raise damaged(f"unreadable arrays ({err})") from None
-        spec = manifest["arrays"]
-        if set(arrays) != set(spec):
-            raise damaged("array list does not match the manifest")
-        for name, arr in arrays.items():
-            if _sha(arr) != spec[name]["sha256"]:
-                raise damaged(f"checksum mismatch in array {name!r}")
+        try:
+            spec = manifest["arrays"]
+            if set(arrays) != set(spec) or set(header) - {"__metadata__"} != set(spec):
+                raise damaged("array list does not match the manifest")
+            for name, arr in arrays.items():
+                want = spec[name]
+                if str(arr.dtype) != want["dtype"] or list(arr.shape) != list(want["shape"]):
+                    raise damaged(
+                        f"array {name!r} is {arr.dtype}{list(arr.shape)}, the manifest says "
+                        f"{want['dtype']}{list(want['shape'])}"
+                    )
+                if _sha(arr) != want["sha256"]:
+                    raise damaged(f"checksum mismatch in array {name!r}")
+            g = cls._from_parts(manifest, arrays)
+        except GalleryError:
+            raise
+        except Exception as err:  # a manifest that is consistent but not what this version writes
+            raise damaged(f"inconsistent contents ({type(err).__name__}: {err})") from None
+        g._source = (str(path.resolve()), checksum)
+        return g
+
+    @classmethod
+    def _from_parts(cls, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> Gallery:
         g = cls(backbone=manifest["backbone"], weights_sha256=manifest["weights_sha256"])
+        n = int(manifest["n_exemplars"])
         meta_df = pd.DataFrame(manifest["metadata"], columns=manifest["columns"])
-        meta_df["bbox"] = pd.Series([tuple(b) if b else None for b in meta_df["bbox"]], dtype=object)
-        g._emb = arrays["embeddings"].astype(np.float32, copy=True)
-        if g._emb.ndim != 2:
-            g._emb = g._emb.reshape(len(meta_df), -1)
+        if len(meta_df) != n:
+            raise ValueError(f"{len(meta_df)} metadata rows for {n} exemplars")
+        meta_df["bbox"] = pd.Series(
+            [tuple(int(v) for v in b) if b else None for b in meta_df["bbox"]], index=meta_df.index, dtype=object
+        )
+        for col, dtype in (manifest.get("dtypes") or {}).items():
+            if col in meta_df.columns and col != "bbox":
+                meta_df[col] = _restore_dtype(meta_df[col], dtype)
+        emb = np.array(arrays["embeddings"], dtype=np.float32, copy=True)
+        dim = manifest["dim"]
+        if emb.ndim != 2 or emb.shape[0] != n or (n and emb.shape[1] != dim):
+            raise ValueError(f"embeddings of shape {emb.shape} for {n} exemplars of dimension {dim}")
+        g._emb = emb
         g._meta = meta_df
         local = {k[len("local."):]: v for k, v in arrays.items() if k.startswith("local.")}
         if local:
             from .local import unpack_features
 
             g._local = unpack_features(local)
+            if len(g._local) != n:
+                raise ValueError(f"{len(g._local)} keypoint sets for {n} exemplars")
         g.calibration = manifest.get("calibration")
-        g._source = (str(path.resolve()), checksum)
         return g
 
 
+def _restore_dtype(col: pd.Series, dtype: str) -> pd.Series:
+    """Give a metadata column back the dtype it was saved with (object, text, datetimes, numbers, booleans),
+    when that is possible without changing a value; otherwise keep what JSON gave."""
+    try:
+        if dtype == "object":
+            return col.astype(object)
+        if dtype.startswith("datetime64"):
+            return pd.to_datetime(col, format="ISO8601").astype(dtype)
+        target = pd.api.types.pandas_dtype(dtype)
+        if isinstance(target, pd.StringDtype) or dtype in ("bool", "boolean", "Int64", "float64", "float32"):
+            return col.astype(target)
+        if dtype in ("int64", "int32") and not col.isna().any():
+            return col.astype(target)
+    except (ValueError, TypeError, OverflowError):
+        pass
+    return col
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete temporary files of ``path`` left by a killed writer (only called while holding the lock)."""
+    for name in (path.name, path.name + ".bak"):
+        for tmp in path.parent.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
 def _parse_header(raw: bytes) -> dict[str, Any]:
+    """The safetensors JSON header, parsed strictly as its specification says: a JSON object from the first
+    byte, then only space (0x20) padding; so a changed padding byte is not absorbed as harmless whitespace."""
     if len(raw) < 8:
         raise ValueError("file too short")
     (n,) = struct.unpack("<Q", raw[:8])
     if n > len(raw) - 8:
         raise ValueError("header length beyond end of file")
-    return json.loads(raw[8 : 8 + n].decode("utf-8"))
+    text = raw[8 : 8 + n].decode("utf-8")
+    header, end = json.JSONDecoder().raw_decode(text)
+    if text[end:].strip(" "):
+        raise ValueError("unexpected bytes after the header")
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header
 
 
 def _read_checksum(path: Path) -> str | None:
@@ -431,9 +533,26 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _temporary(target: Path, like: Path) -> tuple[int, str]:
+    """Create ``.<target name>.<random>.tmp`` beside ``target`` with the permissions of ``like`` when it
+    exists (else the umask's; never ``tempfile``'s owner-only 0600, which would hide a shared gallery)."""
+    import secrets
+
+    for _ in range(100):
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, stat.S_IMODE(like.stat().st_mode))
+        return fd, str(tmp)
+    raise GalleryError(f"{target}: cannot create a temporary file beside it")
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename over it: readers see old or new, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temporary(path, path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -448,12 +567,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
+    """Copy ``src`` to ``dst`` the same atomic way (used for the ``.bak`` of the previous version)."""
+    fd, tmp = _temporary(dst, src)
     try:
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, dst)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -465,13 +585,17 @@ def _atomic_copy(src: Path, dst: Path) -> None:
 def search_scores(
     query: np.ndarray, gallery: np.ndarray, *, block_size: int | None = None
 ) -> Iterable[tuple[slice, np.ndarray]]:
-    """Yield ``(rows, scores)`` blocks of ``query @ gallery.T`` so at most ~16 M scores live at once."""
+    """Yield ``(rows, scores)`` blocks of ``query @ gallery.T``.
+
+    A block holds at most a quarter of the gallery's own size in scores (and at most 16 M), so searching
+    never needs much more memory than the gallery itself.
+    """
     n = max(1, gallery.shape[0])
-    step = block_size or max(1, min(4096, (1 << 24) // n))
-    g_t = np.ascontiguousarray(gallery.T)
+    budget = max(1 << 18, min(1 << 24, gallery.size // 4))
+    step = block_size or max(1, budget // n)
     for start in range(0, query.shape[0], step):
         rows = slice(start, min(start + step, query.shape[0]))
-        yield rows, query[rows] @ g_t
+        yield rows, query[rows] @ gallery.T
 
 
 def top_identities(
