@@ -7,6 +7,8 @@ batch can report it and go on with the rest.
 
 from __future__ import annotations
 
+import contextlib
+import csv as _csv
 import json
 import math
 import os
@@ -69,16 +71,29 @@ class Record:
     side: str = "unknown"
 
 
+def _is_missing(value: Any) -> bool:
+    """None, NaN, ``pd.NA``, ``NaT``: an absent value (never raises, whatever ``value`` is)."""
+    if value is None:
+        return True
+    if isinstance(value, (str, bytes, list, tuple, dict, set, np.ndarray)):
+        return False
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def parse_bbox(value: Any) -> BBox | None:
     """Parse an ``[x, y, w, h]`` box in absolute pixels; ``None``/empty/NaN means the whole image.
 
     Accepts a sequence of four numbers or a string such as ``"[10, 20, 300, 200]"`` or ``"10 20 300 200"``.
-    Raises :class:`ValueError` with the reason for anything else.
+    Coordinates are rounded to whole pixels (width and height at least 1); the rounded box must overlap the
+    positive quadrant. Raises :class:`ValueError` with the reason for anything else (never another error).
+    ``parse_bbox(parse_bbox(v)) == parse_bbox(v)`` for every accepted ``v``.
     """
-    if value is None:
+    if _is_missing(value):
         return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
+    original = value
     if isinstance(value, str):
         text = value.strip()
         if not text or text.lower() in {"nan", "none", "null"}:
@@ -86,38 +101,57 @@ def parse_bbox(value: Any) -> BBox | None:
         if text.startswith("["):
             try:
                 value = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"bbox {text!r} is not a JSON list [x, y, w, h]") from err
+            except (json.JSONDecodeError, RecursionError) as err:
+                raise ValueError(f"bbox {_short(original)} is not a JSON list [x, y, w, h]") from err
         else:
             value = text.replace(",", " ").split()
     if isinstance(value, np.ndarray):
         value = value.tolist()
+    shown = _short(original if isinstance(original, str) else value)
     if not isinstance(value, (list, tuple)) or len(value) != 4:
-        raise ValueError(f"bbox {value!r} must have four numbers [x, y, w, h]")
+        raise ValueError(f"bbox {shown} must have four numbers [x, y, w, h]")
     try:
         nums = [float(v) for v in value]
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"bbox {value!r} must have four numbers [x, y, w, h]") from err
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError(f"bbox {shown} must have four numbers [x, y, w, h]") from err
     if not all(math.isfinite(v) for v in nums):
-        raise ValueError(f"bbox {value!r} has a non-finite number")
+        raise ValueError(f"bbox {shown} has a non-finite number")
     x, y, w, h = nums
     if w <= 0 or h <= 0:
-        raise ValueError(f"bbox {value!r} must have positive width and height")
-    if x + w <= 0 or y + h <= 0:
-        raise ValueError(f"bbox {value!r} lies outside the image")
-    return (round(x), round(y), max(1, round(w)), max(1, round(h)))
+        raise ValueError(f"bbox {shown} must have positive width and height")
+    box = (round(x), round(y), max(1, round(w)), max(1, round(h)))
+    if box[0] + box[2] <= 0 or box[1] + box[3] <= 0:
+        raise ValueError(f"bbox {shown} lies outside the image (left of or above it)")
+    return box
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__ must not turn a ValueError into something else
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode (CMYK, palette, 16-bit, grey, alpha) to 8-bit RGB without clipping."""
+    """Convert any PIL mode (CMYK, palette, 16-bit, 32-bit, float, grey, alpha) to 8-bit RGB without clipping.
+
+    16-bit images are scaled by 255/65535 (not clipped); alpha is dropped (the colour under it is kept).
+    """
     if img.mode == "RGB":
         return img
     if img.mode in {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}:
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(arr.max(initial=0))
+        if img.mode.startswith("I;16") or (img.mode == "I" and top > 255):
+            hi = 65535.0 if top <= 65535 else top
+        elif img.mode == "F" and top <= 1.0:
+            hi = 1.0
+        else:
+            hi = 255.0 if top <= 255 else top
         arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
-    if img.mode in {"RGBA", "LA", "PA"} or (img.mode == "P" and "transparency" in img.info):
+        return Image.fromarray(arr).convert("RGB")
+    if img.mode in {"RGBA", "RGBa", "LA", "La", "PA"} or (img.mode == "P" and "transparency" in img.info):
         return img.convert("RGBA").convert("RGB")
     return img.convert("RGB")
 
@@ -128,11 +162,21 @@ def _from_array(arr: np.ndarray, name: str) -> Image.Image:
         arr = arr[:, :, 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
         raise ImageError(name, f"array of shape {arr.shape} is not an HxW, HxWx3 or HxWx4 image")
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.size and float(np.nanmax(arr)) <= 1.0:
+    if min(arr.shape[:2]) < 1:
+        raise ImageError(name, f"empty image (array of shape {arr.shape})")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
+        raise ImageError(name, f"array of dtype {arr.dtype} is not an image")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype == np.uint16:
+        arr = (arr.astype(np.float64) / 65535.0 * 255.0 + 0.5).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        floating = np.issubdtype(arr.dtype, np.floating)
+        arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        if floating and float(arr.max(initial=0)) <= 1.0:  # floats in [0, 1]
             arr = arr * 255.0
-        arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
-    return _to_rgb(Image.fromarray(arr))
+        arr = np.clip(arr + 0.5, 0, 255).astype(np.uint8)
+    return _to_rgb(Image.fromarray(np.ascontiguousarray(arr)))
 
 
 def load_image(
@@ -145,87 +189,159 @@ def load_image(
 ) -> Image.Image:
     """Load an image as 8-bit RGB, EXIF orientation applied, cropped to ``bbox`` (``[x, y, w, h]`` pixels).
 
+    The box is in the coordinates of the upright (EXIF-rotated) image, as annotation tools show it.
     ``reduce_to``: the smallest side the crop needs downstream. JPEGs are then decoded at the largest
     1/2, 1/4 or 1/8 reduction that keeps the crop at least that size (draft mode), which makes cutting a box
-    out of a 1080p frame several times cheaper. Raises :class:`ImageError` naming the file and the reason.
+    out of a 1080p frame several times cheaper. Every failure (missing, empty, not an image, truncated,
+    too small, over ``max_pixels``, bad box...) raises :class:`ImageError` naming the file and the reason.
     """
     name = str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
     try:
         box = parse_bbox(bbox)
     except ValueError as err:
         raise ImageError(name, str(err)) from None
+    scale, full = 1.0, None
     if isinstance(source, np.ndarray):
         img = _from_array(source, name)
     elif isinstance(source, Image.Image):
-        img = _to_rgb(ImageOps.exif_transpose(source) or source)
+        try:
+            img = _to_rgb(_upright(source))
+        except Exception as err:  # e.g. a lazily opened file that turns out to be truncated
+            raise ImageError(name, _reason(err)) from None
+    elif isinstance(source, (str, os.PathLike)):
+        img, scale, full = _open_file(Path(source), box=box, reduce_to=reduce_to, max_pixels=max_pixels)
     else:
-        img = _open_file(Path(source), box=box, reduce_to=reduce_to, max_pixels=max_pixels)
-        box = _scale_box(box, img.info.get("leopard_reid_scale", 1.0))
+        raise ImageError(name, "not a file path, PIL image or numpy array")
     if box is not None:
-        x, y, w, h = box
+        x, y, w, h = _scale_box(box, scale)
         left, top = max(0, x), max(0, y)
         right, bottom = min(img.width, x + w), min(img.height, y + h)
         if right - left < 1 or bottom - top < 1:
-            raise ImageError(name, f"bbox {list(box)} lies outside the {img.width}x{img.height} image")
+            fw, fh = full or img.size
+            raise ImageError(name, f"bbox {list(box)} lies outside the {fw}x{fh} image")
         img = img.crop((left, top, right, bottom))
-    if max(img.size) < min_side or min(img.size) < min_side // 2:
+    # judged at full resolution (draft decoding keeps the crop at least ``reduce_to`` px anyway)
+    w_full, h_full = (round(img.width / scale), round(img.height / scale)) if scale != 1.0 else img.size
+    if max(w_full, h_full) < min_side or min(w_full, h_full) < min_side // 2:
         raise ImageError(
             name,
-            f"too small to match ({img.width}x{img.height} px; needs {min_side} px on its longer side "
+            f"too small to match ({w_full}x{h_full} px; needs {min_side} px on its longer side "
             f"and {min_side // 2} px on its shorter)",
         )
     return img
 
 
-def _scale_box(box: BBox | None, scale: float) -> BBox | None:
-    if box is None or scale == 1.0:
+def _scale_box(box: BBox, scale: float) -> BBox:
+    if scale == 1.0:
         return box
     x, y, w, h = box
     return (int(x * scale), int(y * scale), max(1, round(w * scale)), max(1, round(h * scale)))
 
 
-def _open_file(path: Path, *, box: BBox | None, reduce_to: int | None, max_pixels: int) -> Image.Image:
-    if not path.exists():
-        raise ImageError(path, "file not found")
-    if path.is_dir():
-        raise ImageError(path, "is a folder, not an image")
-    if path.stat().st_size == 0:
-        raise ImageError(path, "empty file (0 bytes)")
+_ORIENTATION = 0x0112
+
+
+def _orientation(img: Image.Image) -> int | None:
+    """The EXIF orientation (1 = upright), or None when the EXIF block cannot be read."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data"
+            value = img.getexif().get(_ORIENTATION, 1)
+        return int(value) if value in range(1, 9) else 1
+    except Exception:  # a damaged EXIF block: the pixels may still be fine
+        return None
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; an image with damaged EXIF is used as stored."""
+    if _orientation(img) in (1, None):
+        return img
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ImageOps.exif_transpose(img) or img
+    except Exception:
+        return img
+
+
+def _reason(err: BaseException) -> str:
+    """A plain reason for a decoding failure."""
+    if isinstance(err, MemoryError):
+        return "too large to decode (out of memory)"
+    text = str(err) or type(err).__name__
+    low = text.lower()
+    if "truncated" in low or "image file is" in low or "broken" in low or "premature" in low:
+        return f"truncated or damaged file ({text})"
+    if isinstance(err, PermissionError):
+        return "permission denied"
+    return f"damaged or unsupported image ({type(err).__name__}: {text})"
+
+
+def _open_file(
+    path: Path, *, box: BBox | None, reduce_to: int | None, max_pixels: int
+) -> tuple[Image.Image, float, tuple[int, int]]:
+    """Decode ``path`` to upright RGB; returns ``(image, draft_scale, full_upright_size)``."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except PermissionError:
+        raise ImageError(path, "permission denied") from None
+    except OSError as err:  # name too long, broken link loop, unreadable folder...
+        raise ImageError(path, f"cannot access file ({err.strerror or err})") from None
+    if path.is_dir():
+        raise ImageError(path, "is a folder, not an image")
+    if st.st_size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+    img = None
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own bomb warning (at ~89 Mpx) is replaced by the ``max_pixels`` check below (Pillow
+            # still refuses outright anything over twice its limit); "Corrupt EXIF data" is not our concern.
+            warnings.simplefilter("ignore")
             img = Image.open(path)
-            if img.width * img.height > max_pixels:
-                raise ImageError(
-                    path, f"{img.width}x{img.height} px is larger than the {max_pixels:,} pixel limit"
-                )
-            scale = 1.0
-            if reduce_to and img.format == "JPEG":
-                orient = img.getexif().get(0x0112, 1)
-                if orient in (1, None):  # draft coordinates are pre-rotation: only for upright files
-                    bw, bh = (box[2], box[3]) if box else img.size
-                    requested = (
-                        max(1, math.ceil(img.width * reduce_to / max(1, min(bw, bh)))),
-                        max(1, math.ceil(img.height * reduce_to / max(1, min(bw, bh)))),
-                    )
-                    full = img.size
-                    img.draft("RGB", requested)
-                    scale = img.size[0] / full[0]
+        if img.width * img.height > max_pixels:
+            raise ImageError(
+                path,
+                f"larger than the pixel limit: {img.width}x{img.height} px is over {max_pixels:,} pixels "
+                "(possible decompression bomb)",
+            )
+        orient = _orientation(img)
+        full = img.size if orient not in (5, 6, 7, 8) else img.size[::-1]
+        scale = 1.0
+        if reduce_to and img.format == "JPEG" and orient == 1:  # draft coordinates are pre-rotation
+            bw, bh = (box[2], box[3]) if box else img.size
+            requested = (
+                max(1, math.ceil(img.width * reduce_to / max(1, min(bw, bh)))),
+                max(1, math.ceil(img.height * reduce_to / max(1, min(bw, bh)))),
+            )
+            img.draft("RGB", requested)
+            scale = img.size[0] / full[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": the pixels are what matter
             img.load()
+            rgb = _to_rgb(_upright(img))
     except ImageError:
+        _close(img)
         raise
     except UnidentifiedImageError:
+        _close(img)
         raise ImageError(path, "not an image (unrecognised file format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
+        _close(img)
         raise ImageError(path, "larger than the pixel limit (possible decompression bomb)") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        reason = str(err) or type(err).__name__
-        if "truncated" in reason.lower() or "image file is" in reason.lower():
-            reason = f"truncated or damaged ({reason})"
-        raise ImageError(path, f"unreadable: {reason}") from None
-    rgb = _to_rgb(ImageOps.exif_transpose(img) or img)
-    rgb.info["leopard_reid_scale"] = scale
-    return rgb
+    except Exception as err:  # OSError, SyntaxError, ValueError, struct.error, MemoryError... on bad files
+        _close(img)
+        raise ImageError(path, _reason(err)) from None
+    if rgb is not img:
+        _close(img)
+    return rgb, scale, full
+
+
+def _close(img: Image.Image | None) -> None:
+    if img is not None:
+        with contextlib.suppress(Exception):
+            img.close()
 
 
 def _name_of(item: object, index: int) -> str:
@@ -249,10 +365,9 @@ def as_records(
         boxes = images["bbox"].tolist() if "bbox" in images.columns else [None] * len(images)
         sides = images["side"].tolist() if "side" in images.columns else ["unknown"] * len(images)
         out = []
-        for p, b, s in zip(images["path"].astype(str).tolist(), boxes, sides):
+        for p, b, s in zip([_cell(v) for v in images["path"]], boxes, sides):
             src = Path(p) if base is None or Path(p).is_absolute() else base / p
-            side = s if isinstance(s, str) and s in SIDES else "unknown"
-            out.append(Record(name=p, source=src, bbox=_lenient_box(b), side=side))
+            out.append(Record(name=p, source=src, bbox=_lenient_box(b), side=_side(s) or "unknown"))
         return out
     if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
         images = [images]
@@ -275,6 +390,78 @@ def _lenient_box(value: Any) -> BBox | None:
         return None  # validated by read_metadata; a raw DataFrame's bad box is reported at load time
 
 
+#: Columns the library understands; matched case-insensitively in a CSV header ("Path" is ``path``).
+KNOWN_COLUMNS = ("path", "identity", "bbox", "side", "datetime", "camera")
+_SIDE_ALIASES = {"": "unknown", "l": "left", "r": "right", "nan": "unknown", "none": "unknown"}
+
+
+def _cell(value: Any) -> str:
+    """A table cell as stripped text; None/NaN/NA are empty."""
+    return "" if _is_missing(value) else str(value).strip()
+
+
+def _side(value: Any) -> str | None:
+    """``left``/``right``/``unknown`` (accepting L, R, any case, empty), or None when unrecognised."""
+    s = _cell(value).lower()
+    s = _SIDE_ALIASES.get(s, s)
+    return s if s in SIDES else None
+
+
+def _read_csv(path: Path, name: str) -> tuple[pd.DataFrame, list[str], list[tuple[int, str]]]:
+    """Parse a CSV file as text; returns ``(table, where, problems)`` with ``where[i]`` = ``"line N"`` of row i.
+
+    Line numbers are the file's own (blank lines and quoted multi-line fields counted), so a person can
+    go straight to the row. The delimiter is ``,`` unless the header has none and has ``;`` or a tab.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise MetadataError(f"{name}: file not found") from None
+    except IsADirectoryError:
+        raise MetadataError(f"{name}: is a folder, not a CSV file") from None
+    except UnicodeDecodeError as err:
+        raise MetadataError(
+            f"{name}: not UTF-8 text (byte {err.start} cannot be decoded); save it as 'CSV UTF-8'"
+        ) from None
+    except OSError as err:
+        raise MetadataError(f"{name}: cannot read ({err.strerror or err})") from None
+    if not text.strip():
+        raise MetadataError(f"{name}: empty file (no header line)")
+    first = text.lstrip("\r\n").splitlines()[0]
+    delimiter = ","
+    if "," not in first:
+        delimiter = next((d for d in (";", "\t") if d in first), ",")
+    from io import StringIO
+
+    reader = _csv.reader(StringIO(text, newline=""), delimiter=delimiter)
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    where: list[str] = []
+    problems: list[tuple[int, str]] = []
+    previous = 0
+    try:
+        for record in reader:
+            start, previous = previous + 1, reader.line_num
+            if not any(field.strip() for field in record):  # blank line, or a row of empty cells
+                continue
+            if header is None:
+                header = [field.strip() for field in record]
+                continue
+            rows.append(record)
+            where.append(f"line {start}")
+    except _csv.Error as err:
+        raise MetadataError(f"{name}: line {reader.line_num}: not valid CSV ({err})") from None
+    assert header is not None
+    n = len(header)
+    fixed = []
+    for i, (w, record) in enumerate(zip(where, rows)):
+        if len(record) > n and any(f.strip() for f in record[n:]):
+            problems.append((i, f"{w}: {len(record)} fields, but the header has {n}"))
+        fixed.append((record + [""] * n)[:n])
+    return pd.DataFrame(fixed, columns=header), where, problems
+
+
 def read_metadata(
     csv: str | os.PathLike | pd.DataFrame,
     *,
@@ -283,59 +470,70 @@ def read_metadata(
     """Read and validate a metadata table (``path`` required; ``identity``, ``bbox``, ``side``, ``datetime``,
     ``camera`` optional; other columns are kept).
 
-    Problems are reported all at once with CSV line numbers: missing columns, empty or duplicate paths,
-    bad boxes, unknown sides. Returns a copy with ``bbox`` parsed to tuples (or ``None``) and ``side``
-    normalised to ``left|right|unknown``.
+    Problems are reported all at once (the first 20) with the CSV's line numbers (``row i`` for a
+    DataFrame): missing or repeated columns, rows with too many fields, empty or duplicate paths (also
+    ``a/b.jpg`` vs ``./a/b.jpg``), empty identities (when required), bad boxes, unknown sides. Known column
+    names are matched case-insensitively. Returns a copy with text cells stripped, ``bbox`` parsed to tuples
+    (or ``None``) and ``side`` normalised to ``left|right|unknown``. Raises :class:`MetadataError`.
     """
-    name = "table"
     if isinstance(csv, pd.DataFrame):
-        df = csv.copy()
+        name = "table"
+        df = csv.copy().reset_index(drop=True)
+        where = [f"row {i}" for i in range(len(df))]
+        problems: list[tuple[int, str]] = []
     else:
         name = str(csv)
-        try:
-            df = pd.read_csv(csv, dtype=str, keep_default_na=False)
-        except FileNotFoundError:
-            raise MetadataError(f"{name}: file not found") from None
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise MetadataError(f"{name}: not a readable CSV ({err})") from None
-    df.columns = [str(c).strip() for c in df.columns]
+        df, where, problems = _read_csv(Path(csv), name)
+    columns = [str(c).strip() for c in df.columns]
+    present = set(columns)
+    for i, c in enumerate(columns):  # "Path" -> "path", unless both are there
+        if c.lower() in KNOWN_COLUMNS and c != c.lower() and c.lower() not in present:
+            present.add(c.lower())
+            columns[i] = c.lower()
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise MetadataError(f"{name}: column(s) {', '.join(map(repr, repeated))} appear more than once in the header")
+    df.columns = columns
     missing = [c for c in require if c not in df.columns]
     if missing:
-        raise MetadataError(f"{name}: missing column(s) {', '.join(missing)}; found {', '.join(df.columns)}")
-    problems: list[str] = []
-    df["path"] = df["path"].astype(str).str.strip()
-    for i, p in enumerate(df["path"]):
-        if not p or p.lower() == "nan":
-            problems.append(f"line {i + 2}: empty path")
-    dup = df["path"].duplicated(keep="first")
-    for i in np.flatnonzero(dup.to_numpy()):
-        first = int(np.flatnonzero((df["path"] == df["path"].iloc[i]).to_numpy())[0])
-        problems.append(f"line {i + 2}: duplicate path {df['path'].iloc[i]!r} (first on line {first + 2})")
+        raise MetadataError(
+            f"{name}: missing column(s) {', '.join(missing)}; found {', '.join(map(repr, columns)) or 'none'}"
+        )
+    if "path" in df.columns:
+        df["path"] = [_cell(v) for v in df["path"]]
+        first_seen: dict[str, int] = {}
+        for i, p in enumerate(df["path"]):
+            if not p:
+                problems.append((i, f"{where[i]}: empty path"))
+                continue
+            key = os.path.normpath(p)
+            if key in first_seen:
+                problems.append((i, f"{where[i]}: duplicate path {p!r} (first on {where[first_seen[key]]})"))
+            else:
+                first_seen[key] = i
     if "identity" in df.columns:
-        df["identity"] = df["identity"].astype(str).str.strip()
+        df["identity"] = [_cell(v) for v in df["identity"]]
         if "identity" in require:
-            for i, v in enumerate(df["identity"]):
-                if not v or v.lower() == "nan":
-                    problems.append(f"line {i + 2}: empty identity")
+            problems += [(i, f"{where[i]}: empty identity") for i, v in enumerate(df["identity"]) if not v]
     if "bbox" in df.columns:
         boxes: list[BBox | None] = []
         for i, v in enumerate(df["bbox"].tolist()):
             try:
                 boxes.append(parse_bbox(v))
             except ValueError as err:
-                problems.append(f"line {i + 2}: {err}")
+                problems.append((i, f"{where[i]}: {err}"))
                 boxes.append(None)
         df["bbox"] = pd.Series(boxes, index=df.index, dtype=object)
     if "side" in df.columns:
         sides = []
         for i, v in enumerate(df["side"].tolist()):
-            s = str(v).strip().lower() if isinstance(v, str) else ""
-            s = {"": "unknown", "l": "left", "r": "right", "nan": "unknown"}.get(s, s)
-            if s not in SIDES:
-                problems.append(f"line {i + 2}: unknown side {v!r} (use left, right or unknown)")
-            sides.append(s)
+            s = _side(v)
+            if s is None:
+                problems.append((i, f"{where[i]}: unknown side {_short(v, 40)} (use left, right or unknown)"))
+            sides.append(s or "unknown")
         df["side"] = sides
     if problems:
-        more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
-        raise MetadataError(f"{name}: " + "; ".join(problems[:20]) + more)
+        listed = [text for _, text in sorted(problems, key=lambda p: p[0])]  # in file order
+        more = f" (and {len(listed) - 20} more)" if len(listed) > 20 else ""
+        raise MetadataError(f"{name}: " + "; ".join(listed[:20]) + more)
     return df.reset_index(drop=True)

@@ -1,0 +1,242 @@
+"""The command line skips bad inputs, lists them in errors.csv and says so with its exit code (in-process)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from leopard_reid.cli import EXIT_FAIL, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, main
+from leopard_reid.gallery import Gallery
+
+pytestmark = pytest.mark.filterwarnings("ignore:skipped .* image")
+
+
+def spots(seed: int, size: tuple[int, int] = (200, 150), n: int = 40) -> np.ndarray:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = (200, 160, 100)
+    for _ in range(n):
+        c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        ax = (int(rng.integers(3, 9)), int(rng.integers(3, 9)))
+        cv2.ellipse(img, c, ax, float(rng.uniform(0, 180)), 0, 360, (40, 30, 20), -1, cv2.LINE_AA)
+    return img
+
+
+def run(argv: list[str]) -> int:
+    """Exit code as the console script gives it (argparse usage errors raise SystemExit(2))."""
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def read_errors(folder: Path) -> dict[str, str]:
+    with open(folder / "errors.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["path", "reason"]
+    return {p: r for p, r in rows[1:]}
+
+
+def _bomb_png() -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+#: bad file -> a word its reason in errors.csv must contain
+BAD = {
+    "bad/zero.jpg": "empty file",
+    "bad/truncated.jpg": "truncated",
+    "bad/truncated.png": "truncated",
+    "bad/text.jpg": "not an image",
+    "bad/one_pixel.png": "too small",
+    "bad/bomb.png": "pixel limit",
+    "bad/missing.jpg": "file not found",
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Good spot images (plain, CMYK, 16-bit, EXIF-rotated) of 5 animals next to every kind of broken file."""
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "good").mkdir()
+    (root / "bad").mkdir()
+    rows = []
+    for animal in range(3):
+        for shot in range(2):
+            name = f"good/L{animal}_{shot}.{'jpg' if shot else 'png'}"
+            img = Image.fromarray(spots(10 * animal + shot))
+            img.save(root / name, **({"quality": 92} if shot else {}))
+            rows.append((name, f"L-{animal}"))
+    Image.fromarray(spots(50)).convert("CMYK").save(root / "good/cmyk.jpg", quality=92)
+    deep = np.asarray(Image.fromarray(spots(51)).convert("L")).astype(np.uint16) * 257
+    Image.fromarray(deep).save(root / "good/deep16.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(spots(52)).save(root / "good/rotated.jpg", quality=92, exif=exif.tobytes())
+    rows += [("good/cmyk.jpg", "L-cmyk"), ("good/deep16.png", "L-deep"), ("good/rotated.jpg", "L-rot")]
+    buf = io.BytesIO()
+    Image.fromarray(spots(60)).save(buf, "JPEG", quality=90)
+    jpeg = buf.getvalue()
+    buf = io.BytesIO()
+    Image.fromarray(spots(61)).save(buf, "PNG")
+    png = buf.getvalue()
+    (root / "bad/zero.jpg").write_bytes(b"")
+    (root / "bad/truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (root / "bad/truncated.png").write_bytes(png[: len(png) // 2])
+    (root / "bad/text.jpg").write_text("I am a text file with a .jpg name\n")
+    Image.new("RGB", (1, 1)).save(root / "bad/one_pixel.png")
+    (root / "bad/bomb.png").write_bytes(_bomb_png())
+    rows += [(name, "L-bad") for name in BAD]
+    # bad rows interleaved with good ones
+    order = [0, 6, 1, 7, 2, 8, 3, 9, 4, 10, 5, 11, 12, 13, 14, 15]
+    pd.DataFrame([rows[i] for i in order], columns=["path", "identity"]).to_csv(root / "all.csv", index=False)
+    return root
+
+
+GOOD = ["good/L0_0.png", "good/L0_1.jpg", "good/L1_0.png", "good/L1_1.jpg", "good/L2_0.png", "good/L2_1.jpg",
+        "good/cmyk.jpg", "good/deep16.png", "good/rotated.jpg"]
+
+
+@pytest.fixture(scope="module")
+def enrolled(corpus, tmp_path_factory):
+    """``enroll --no-local`` of the whole corpus: (exit code, gallery path)."""
+    out = tmp_path_factory.mktemp("enroll") / "gallery.safetensors"
+    code = run(["enroll", "--metadata", corpus / "all.csv", "--out", out, "--no-local", "--batch-size", "8"])
+    return code, out
+
+
+def test_enroll_skips_bad_files_and_lists_them(enrolled, capsys):
+    code, out = enrolled
+    assert code == EXIT_SKIPPED
+    g = Gallery.load(out)
+    assert sorted(g.metadata["path"]) == sorted(GOOD)  # CMYK, 16-bit and EXIF-rotated files are good files
+    assert g.identities == ["L-0", "L-1", "L-2", "L-cmyk", "L-deep", "L-rot"]
+    assert g.local is None
+    errors = read_errors(out.parent)
+    assert sorted(errors) == sorted(BAD)
+    for path, word in BAD.items():
+        assert word in errors[path], (path, errors[path])
+
+
+def test_enroll_again_adds_nothing_twice(enrolled, corpus, capsys):
+    _, out = enrolled
+    before = Gallery.load(out)
+    code = run(["enroll", "--metadata", corpus / "all.csv", "--out", out])
+    assert code == EXIT_SKIPPED  # the bad files are still bad
+    assert "already in" in capsys.readouterr().err
+    after = Gallery.load(out)
+    assert np.array_equal(after.embeddings, before.embeddings)
+    assert after.local is None  # kept the gallery's kind (no keypoints) rather than mixing
+
+
+def test_match_global_skips_bad_queries(enrolled, corpus, tmp_path):
+    _, gallery = enrolled
+    queries = [corpus / p for p in ["good/L1_0.png", "bad/zero.jpg", "good/rotated.jpg", "bad/text.jpg",
+                                    "good/cmyk.jpg", "bad/missing.jpg", "good/deep16.png"]]
+    out = tmp_path / "res" / "matches.csv"
+    code = run(["match", *queries, "--gallery", gallery, "--method", "global", "--top-k", "2", "--out", out])
+    assert code == EXIT_SKIPPED
+    res = pd.read_csv(out)
+    top = res[res["rank"] == 1].set_index("query")
+    good = [str(q) for q in queries if "good/" in str(q)]
+    assert sorted(top.index) == sorted(good)
+    # an enrolled image finds itself: its identity first, cosine 1
+    expected = {"L1_0.png": "L-1", "rotated.jpg": "L-rot", "cmyk.jpg": "L-cmyk", "deep16.png": "L-deep"}
+    for q in good:
+        assert top.loc[q, "identity"] == expected[Path(q).name]
+        assert top.loc[q, "score"] == pytest.approx(1.0, abs=1e-4)
+    errors = read_errors(out.parent)
+    assert sorted(errors) == sorted(str(q) for q in queries if "bad/" in str(q))
+    assert "empty file" in errors[str(corpus / "bad/zero.jpg")]
+    assert "not found" in errors[str(corpus / "bad/missing.jpg")]
+
+
+def test_default_fused_path(corpus, tmp_path):
+    """Enroll with keypoints (the default) and match with the default method on a small subset."""
+    subset = tmp_path / "subset.csv"
+    pd.DataFrame({
+        "path": ["good/L0_0.png", "good/L1_0.png", "bad/truncated.jpg", "good/L2_0.png", "good/rotated.jpg"],
+        "identity": ["L-0", "L-1", "L-x", "L-2", "L-rot"],
+    }).to_csv(subset, index=False)
+    gallery = tmp_path / "g" / "fused.safetensors"
+    code = run(["enroll", "--metadata", subset, "--root", corpus, "--out", gallery])
+    assert code == EXIT_SKIPPED
+    g = Gallery.load(gallery)
+    assert len(g) == 4 and g.local is not None and all(len(f) > 10 for f in g.local)
+    assert "truncated" in read_errors(gallery.parent)["bad/truncated.jpg"]
+
+    queries = pd.DataFrame({"path": ["good/L1_0.png", "bad/one_pixel.png", "good/rotated.jpg"]})
+    queries.to_csv(tmp_path / "queries.csv", index=False)
+    out = tmp_path / "m" / "matches.json"
+    code = run(["match", "--metadata", tmp_path / "queries.csv", "--root", corpus, "--gallery", gallery,
+                "--out", out, "--format", "json"])
+    assert code == EXIT_SKIPPED
+    res = pd.read_json(out)
+    top = res[res["rank"] == 1].set_index("query")
+    assert top.loc["good/L1_0.png", "identity"] == "L-1"
+    assert top.loc["good/rotated.jpg", "identity"] == "L-rot"
+    assert (top["decision"] == "match").all()  # the same image: keypoints agree, P(same) high
+    assert (top["local"] > 0).all()
+    assert list(read_errors(out.parent)) == ["bad/one_pixel.png"]  # named as the CSV names it
+
+
+def test_all_good_is_exit_0(corpus, tmp_path):
+    (tmp_path / "ok.csv").write_text("path,identity\ngood/L0_0.png,L-0\ngood/L0_1.jpg,L-0\n")
+    out = tmp_path / "ok.safetensors"
+    assert run(["enroll", "--metadata", tmp_path / "ok.csv", "--root", corpus, "--out", out, "--no-local"]) == EXIT_OK
+    assert not (tmp_path / "errors.csv").exists()
+
+
+def test_nothing_readable_is_exit_1(corpus, tmp_path, capsys):
+    (tmp_path / "bad.csv").write_text("path,identity\nbad/zero.jpg,A\nbad/text.jpg,B\n")
+    out = tmp_path / "g.safetensors"
+    code = run(["enroll", "--metadata", tmp_path / "bad.csv", "--root", corpus, "--out", out, "--no-local"])
+    assert code == EXIT_FAIL
+    assert "no readable image" in capsys.readouterr().err
+    assert not out.exists()
+    assert sorted(read_errors(tmp_path)) == ["bad/text.jpg", "bad/zero.jpg"]
+
+
+def test_missing_or_damaged_gallery_is_exit_1(corpus, tmp_path, capsys):
+    code = run(["match", corpus / "good/L0_0.png", "--gallery", tmp_path / "none.safetensors"])
+    assert code == EXIT_FAIL
+    assert "gallery file not found" in capsys.readouterr().err
+    (tmp_path / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+    code = run(["match", corpus / "good/L0_0.png", "--gallery", tmp_path / "broken.safetensors"])
+    assert code == EXIT_FAIL
+    assert "damaged or not a leopard_reid gallery" in capsys.readouterr().err
+
+
+def test_bad_metadata_is_exit_1_with_line_numbers(tmp_path, capsys):
+    (tmp_path / "m.csv").write_text("path,identity,side\na.jpg,A,left\na.jpg,B,top\n")
+    code = run(["enroll", "--metadata", tmp_path / "m.csv", "--out", tmp_path / "g.safetensors"])
+    assert code == EXIT_FAIL
+    err = capsys.readouterr().err
+    assert "line 3: duplicate path 'a.jpg' (first on line 2)" in err and "line 3: unknown side 'top'" in err
+    (tmp_path / "n.csv").write_text("file,animal\na.jpg,A\n")
+    assert run(["enroll", "--metadata", tmp_path / "n.csv", "--out", tmp_path / "g.safetensors"]) == EXIT_FAIL
+    assert "missing column(s) path, identity" in capsys.readouterr().err
+
+
+def test_usage_errors_are_exit_2(tmp_path, capsys):
+    assert run([]) == EXIT_USAGE
+    assert run(["enroll"]) == EXIT_USAGE  # --metadata and --out are required
+    assert run(["match", "--gallery", tmp_path / "g.safetensors"]) == EXIT_USAGE  # no images, no CSV
+    assert run(["match", "a.jpg", "--metadata", "m.csv", "--gallery", "g"]) == EXIT_USAGE  # both
+    assert run(["match", "a.jpg", "--gallery", "g", "--method", "magic"]) == EXIT_USAGE
+    assert run(["frobnicate"]) == EXIT_USAGE
+    capsys.readouterr()
