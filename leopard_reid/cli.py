@@ -97,16 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(sub: Any) -> None:
     """Commands of the census and training modules (each adds its own sub-parser)."""
+    import importlib
     from importlib.util import find_spec
 
     for module in ("census", "train"):
-        if find_spec(f"leopard_reid.{module}") is not None:
-            import importlib
-
+        if find_spec(f"leopard_reid.{module}") is None:
+            continue
+        try:
             mod = importlib.import_module(f"leopard_reid.{module}")
-            register = getattr(mod, "register_cli", None)
-            if register is not None:
-                register(sub)
+        except Exception as err:  # a broken optional module must not take the other commands down
+            print(f"leopard-reid: the {module} command is unavailable ({err})", file=sys.stderr)
+            continue
+        register = getattr(mod, "register_cli", None)
+        if register is not None:
+            register(sub)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -125,14 +129,24 @@ def _read_table(args: argparse.Namespace, *, require: Sequence[str]) -> tuple[An
     return read_metadata(csv, require=require), root
 
 
-def write_errors(errors: Sequence[Any], folder: Path) -> Path | None:
-    """Write ``errors.csv`` (path, reason) into ``folder``; returns its path, or None when there are none."""
+def write_errors(errors: Sequence[Any], folder: Path | None) -> Path | None:
+    """Write ``errors.csv`` (path, reason) into ``folder``; returns its path, or None when there are none.
+
+    A stale ``errors.csv`` of an earlier run is removed when this run had none. With ``folder=None`` the
+    errors go to standard error only.
+    """
+    out = folder / "errors.csv" if folder is not None else None
     if not errors:
+        if out is not None and out.exists():
+            out.unlink()
         return None
+    if out is None:
+        for e in errors:
+            print(f"skipped {e}", file=sys.stderr)
+        return Path("<stderr>")
     import csv
 
     folder.mkdir(parents=True, exist_ok=True)
-    out = folder / "errors.csv"
     with open(out, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "reason"])
@@ -203,7 +217,7 @@ def cmd_match(args: argparse.Namespace) -> int:
         text = result.to_json(orient="records", indent=1)
     else:
         text = result.to_csv(index=False)
-    out_dir = Path.cwd()
+    out_dir = None
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
@@ -261,7 +275,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on usage errors and --help: return the code instead
+        return int(exc.code or 0)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
