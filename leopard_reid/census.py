@@ -1,0 +1,1252 @@
+"""Census workflow: camera-trap detections in; identities, capture histories and a review page out.
+
+:func:`run_census` takes MegaDetector batch output (both published layouts), crops the animal detections,
+matches them against a gallery of known individuals, pools the evidence of each camera burst, clusters the
+unmatched ones into provisional new individuals (``NEW-0001`` ...), and writes into ``out``:
+
+* ``matches.csv``: one row per detection (identity, calibrated score, decision, top candidates, burst,
+  candidate left/right flank link);
+* ``capthist.txt`` + ``traps.txt``: capture histories for R ``secr::read.capthist(captfile, trapfile,
+  fmt = "trapID")``;
+* ``review.html``: one self-contained page (images as data URIs, inline CSS/JS, no external link) showing
+  each detection beside its candidates and the verified keypoint correspondences, with a decision per row
+  and a button that downloads the edited ``decisions.csv``;
+* ``decisions.csv``: the same decisions as a template to edit by hand;
+* ``errors.csv``: the inputs that were skipped and why.
+
+:func:`apply_review` then adds the confirmed detections to the gallery (atomically, keeping ``<file>.bak``).
+
+Decisions use the calibrated P(same individual) of the fused method: a burst whose best known identity has
+P >= ``Calibration.threshold`` is that identity, otherwise it is new; scores inside
+``Calibration.uncertain_band`` are marked ``uncertain`` (identity still proposed). Left and right flanks are
+matched within their side and are never linked automatically: simultaneous opposite-flank detections at one
+station are reported as candidate links for a person to confirm.
+
+Importing this module is cheap (numpy, pandas, torch... are imported inside the functions).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from .embed import Embedder
+    from .gallery import Gallery
+    from .io import ImageError
+
+__all__ = [
+    "CensusResult",
+    "apply_review",
+    "read_detections",
+    "register_cli",
+    "run_census",
+    "write_capthist",
+]
+
+#: Columns of ``matches.csv`` (in order).
+MATCH_COLUMNS = [
+    "path", "bbox", "camera", "datetime", "side", "identity", "score", "decision", "candidates",
+    "conf", "burst", "occasion", "flank_link",
+]
+#: Required columns of ``decisions.csv`` (``side``, ``camera``, ``datetime`` follow, for the gallery).
+DECISION_COLUMNS = ["path", "bbox", "proposed", "decision", "identity"]
+NEW_PREFIX = "NEW-"
+_DEFAULT_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}  # MegaDetector batch format
+_LIST_CATEGORIES = {"0": "animal", "1": "person", "2": "vehicle"}  # list layout: model class ids
+_BAD_ID = re.compile(r"[\s,_#]+")
+
+
+class CensusError(ValueError):
+    """A census input that cannot be used (unreadable detections file, bad cameras table...)."""
+
+
+@dataclass
+class CensusResult:
+    """What :func:`run_census` produced: the per-detection table, the output files and the counts."""
+
+    detections: pd.DataFrame
+    out: Path
+    files: dict[str, Path]
+    errors: list[ImageError] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __repr__(self) -> str:
+        c = ", ".join(f"{k}={v}" for k, v in self.counts.items())
+        return f"CensusResult({len(self.detections)} detections, {c}, out={str(self.out)!r})"
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def _norm_path(p: str) -> str:
+    p = str(p).replace("\\", "/")
+    while p.startswith("./"):
+        p = p[2:]
+    return p
+
+
+def _err(path: object, reason: str) -> ImageError:
+    from .io import ImageError
+
+    return ImageError(path, reason)
+
+
+def _category_name(cat: Any, table: Mapping[str, str]) -> str:
+    key = str(cat).strip()
+    return str(table.get(key, key)).strip().lower()
+
+
+def read_detections(
+    detections: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    *,
+    min_conf: float = 0.2,
+    category: str = "animal",
+) -> tuple[list[dict[str, Any]], list[ImageError], dict[str, int]]:
+    """Parse MegaDetector output into animal detections above ``min_conf``.
+
+    Accepts the batch format (``{"images": [{"file", "detections": [{"category", "conf", "bbox"}]}],
+    "detection_categories": {...}}``, boxes normalised ``[x_min, y_min, w, h]``) and the older top-level
+    list layout (``[{"file", "detections": [{"category": "animal", "confidence", "bbox"}]}]``, boxes in
+    pixels as ``[x1, y1, x2, y2]``). Returns ``(detections, errors, counts)``: each detection a dict with
+    ``path`` (as in the file), ``det`` (its index in the image), ``conf``, ``box`` and ``box_format``
+    (``"norm_xywh"`` or ``"px_xyxy"``); ``errors`` name the images that MegaDetector failed on (with its
+    reason) and malformed entries; ``counts`` the detections dropped as low-confidence or another category.
+    """
+    if isinstance(detections, (str, os.PathLike)):
+        try:
+            data = json.loads(Path(detections).read_text())
+        except FileNotFoundError:
+            raise CensusError(f"{detections}: file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CensusError(f"{detections}: not a JSON file ({err})") from None
+    else:
+        data = detections
+    if isinstance(data, Mapping):
+        if "images" not in data:
+            raise CensusError("not MegaDetector output: a JSON object needs an 'images' list")
+        images = data["images"] or []
+        table = {str(k): str(v) for k, v in (data.get("detection_categories") or _DEFAULT_CATEGORIES).items()}
+        box_format = "norm_xywh"
+    elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        images, table, box_format = data, _LIST_CATEGORIES, "px_xyxy"
+    else:
+        raise CensusError("not MegaDetector output: expected a JSON object with 'images' or a list of images")
+    out: list[dict[str, Any]] = []
+    errors: list[ImageError] = []
+    counts = {"images": 0, "failed": 0, "low_conf": 0, "other_category": 0, "animal": 0}
+    for k, entry in enumerate(images):
+        if not isinstance(entry, Mapping) or not entry.get("file"):
+            errors.append(_err(f"<images[{k}]>", "entry without a 'file'"))
+            continue
+        path = str(entry["file"])
+        counts["images"] += 1
+        failure = entry.get("failure")
+        if failure:
+            counts["failed"] += 1
+            errors.append(_err(path, f"MegaDetector failure: {failure}"))
+            continue
+        for j, det in enumerate(entry.get("detections") or []):
+            try:
+                name = _category_name(det["category"], table)
+                conf = float(det.get("conf", det.get("confidence")))
+                box = [float(v) for v in det["bbox"]]
+            except (KeyError, TypeError, ValueError):
+                errors.append(_err(path, f"detection {j}: needs category, conf and a bbox of four numbers"))
+                continue
+            if name != category:
+                counts["other_category"] += 1
+                continue
+            if not conf >= min_conf:
+                counts["low_conf"] += 1
+                continue
+            if len(box) != 4 or not all(math.isfinite(v) for v in box):
+                errors.append(_err(path, f"detection {j}: bbox {det['bbox']!r} is not four finite numbers"))
+                continue
+            if box_format == "norm_xywh" and (max(box) > 1.5 or box[2] <= 0 or box[3] <= 0):
+                errors.append(_err(path, f"detection {j}: bbox {box} is not a normalised [x, y, w, h]"))
+                continue
+            if box_format == "px_xyxy" and (box[2] <= box[0] or box[3] <= box[1]):
+                errors.append(_err(path, f"detection {j}: bbox {box} is not a pixel [x1, y1, x2, y2]"))
+                continue
+            counts["animal"] += 1
+            out.append({"path": path, "det": j, "conf": conf, "box": box, "box_format": box_format})
+    return out, errors, counts
+
+
+def _parse_datetime(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None)
+    text = str(value).strip().rstrip("\x00")
+    if not text or text.lower() in {"nan", "none", "nat"}:
+        return None
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M"):
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None)
+    except ValueError:
+        return None
+
+
+def _image_info(path: Path) -> tuple[tuple[int, int], datetime | None]:
+    """(width, height) after EXIF orientation, and EXIF DateTimeOriginal; reads the header only."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        raise FileNotFoundError("file not found")
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            exif = img.getexif()
+            if exif.get(0x0112, 1) in (5, 6, 7, 8):
+                w, h = h, w
+            when = None
+            try:
+                when = _parse_datetime(exif.get_ifd(0x8769).get(36867))  # DateTimeOriginal
+            except Exception:  # noqa: BLE001 - a damaged EXIF block only loses the date
+                when = None
+            if when is None:
+                when = _parse_datetime(exif.get(306))  # DateTime
+    except UnidentifiedImageError:
+        raise OSError("not an image (unrecognised file format)") from None
+    return (w, h), when
+
+
+def _pixel_box(box: Sequence[float], fmt: str, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    w, h = size
+    if fmt == "norm_xywh":
+        x0, y0, x1, y1 = box[0] * w, box[1] * h, (box[0] + box[2]) * w, (box[1] + box[3]) * h
+    else:
+        x0, y0, x1, y1 = box
+    x0, y0 = max(0.0, x0), max(0.0, y0)
+    x1, y1 = min(float(w), x1), min(float(h), y1)
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        return None
+    xi, yi = int(math.floor(x0)), int(math.floor(y0))
+    return (xi, yi, max(1, int(math.ceil(x1)) - xi), max(1, int(math.ceil(y1)) - yi))
+
+
+def _read_sightings(sightings: str | os.PathLike | pd.DataFrame | None) -> dict[str, dict[str, Any]]:
+    import pandas as pd
+
+    if sightings is None:
+        return {}
+    if isinstance(sightings, pd.DataFrame):
+        df = sightings.copy()
+    else:
+        try:
+            df = pd.read_csv(sightings, dtype=str, keep_default_na=False)
+        except FileNotFoundError:
+            raise CensusError(f"{sightings}: file not found") from None
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    if "path" not in df.columns:
+        raise CensusError(f"sightings table needs a 'path' column (path,camera,datetime[,side]); found {list(df)}")
+    out: dict[str, dict[str, Any]] = {}
+    for row in df.to_dict("records"):
+        side = str(row.get("side", "") or "").strip().lower()
+        side = {"l": "left", "r": "right"}.get(side, side)
+        out[_norm_path(row["path"])] = {
+            "camera": str(row.get("camera", "") or "").strip() or None,
+            "datetime": _parse_datetime(row.get("datetime")),
+            "side": side if side in ("left", "right") else "unknown",
+        }
+    return out
+
+
+def _read_cameras(cameras: str | os.PathLike | pd.DataFrame | None) -> pd.DataFrame | None:
+    import pandas as pd
+
+    if cameras is None:
+        return None
+    if isinstance(cameras, pd.DataFrame):
+        df = cameras.copy()
+    else:
+        try:
+            df = pd.read_csv(cameras, dtype=str, keep_default_na=False)
+        except FileNotFoundError:
+            raise CensusError(f"{cameras}: file not found") from None
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    missing = [c for c in ("camera", "x", "y") if c not in df.columns]
+    if missing:
+        raise CensusError(f"cameras table needs camera,x,y[,usage]; missing {', '.join(missing)}")
+    df["camera"] = df["camera"].astype(str).str.strip()
+    try:
+        df["x"] = df["x"].astype(float)
+        df["y"] = df["y"].astype(float)
+    except ValueError as err:
+        raise CensusError(f"cameras table: x and y must be numbers ({err})") from None
+    if df["camera"].duplicated().any():
+        raise CensusError(f"cameras table: duplicate camera(s) {sorted(set(df['camera'][df['camera'].duplicated()]))}")
+    if "usage" in df.columns:
+        df["usage"] = [re.sub(r"[\s,]", "", str(u)) for u in df["usage"]]
+        bad = [c for c, u in zip(df["camera"], df["usage"]) if u and not re.fullmatch(r"[01]+", u)]
+        if bad:
+            raise CensusError(f"cameras table: usage must be a string of 0/1 per occasion (cameras {bad})")
+    return df.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------- grouping
+def _bursts(meta: pd.DataFrame, burst_seconds: float) -> list[int]:
+    """Burst index per detection: same camera and side, each within ``burst_seconds`` of the previous one.
+
+    A group in which one image holds two animal detections is split back into single detections (two
+    animals in one frame are two individuals, and there is no tracking to tell which is which)."""
+    n = len(meta)
+    group = [-1] * n
+    nxt = 0
+    cams = meta["camera"].tolist()
+    times = meta["dt"].tolist()
+    sides = meta["side"].tolist()
+    paths = meta["path"].tolist()
+    keyed: dict[tuple[str, str], list[int]] = {}
+    for i in range(n):
+        if cams[i] is None or times[i] is None:
+            group[i] = nxt
+            nxt += 1
+        else:
+            keyed.setdefault((cams[i], sides[i]), []).append(i)
+    for idx in keyed.values():
+        idx.sort(key=lambda i: (times[i], i))
+        runs: list[list[int]] = [[idx[0]]]
+        for a, b in zip(idx, idx[1:]):
+            if (times[b] - times[a]).total_seconds() <= burst_seconds:
+                runs[-1].append(b)
+            else:
+                runs.append([b])
+        for run in runs:
+            members = [paths[i] for i in run]
+            if len(set(members)) < len(members):
+                for i in run:
+                    group[i] = nxt
+                    nxt += 1
+            else:
+                for i in run:
+                    group[i] = nxt
+                nxt += 1
+    return group
+
+
+def _flank_links(meta: pd.DataFrame, pair_seconds: float, station: Mapping[str, str]) -> list[str]:
+    """For each detection, the opposite-flank detection(s) at the same station within ``pair_seconds``."""
+    cams, times, sides, keys = (meta[c].tolist() for c in ("camera", "dt", "side", "key"))
+    links: list[set[str]] = [set() for _ in range(len(meta))]
+    by_station: dict[str, list[int]] = {}
+    for i, (cam, t, s) in enumerate(zip(cams, times, sides)):
+        if cam is not None and t is not None and s in ("left", "right"):
+            by_station.setdefault(station.get(cam, cam), []).append(i)
+    for idx in by_station.values():
+        idx.sort(key=lambda i: times[i])
+        for a_pos, a in enumerate(idx):
+            for b in idx[a_pos + 1 :]:  # sorted by time: stop at the end of the window
+                if (times[b] - times[a]).total_seconds() > pair_seconds:
+                    break
+                if sides[b] != sides[a]:
+                    links[a].add(keys[b])
+                    links[b].add(keys[a])
+    return [";".join(sorted(x)) for x in links]
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+def _identity_index(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    import pandas as pd
+
+    codes, uniques = pd.factorize(pd.Series(labels, dtype=object), sort=True)
+    import numpy as np
+
+    order = np.argsort(codes, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+    return uniques.to_numpy(dtype=object), order, starts
+
+
+def _per_identity(final: np.ndarray, order: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, n_ids) best score per identity and the exemplar index achieving it."""
+    import numpy as np
+
+    s = np.where(np.isfinite(final), final, -np.inf)[:, order]
+    best = np.maximum.reduceat(s, starts, axis=1)
+    ends = np.r_[starts[1:], s.shape[1]]
+    arg = np.empty(best.shape, np.int64)
+    for k, (a, b) in enumerate(zip(starts, ends)):
+        arg[:, k] = order[a + np.argmax(s[:, a:b], axis=1)]
+    return best, arg
+
+
+def _bubble(decision: str) -> int:
+    return {"uncertain": 0, "new": 1, "known": 2}.get(decision, 3)
+
+
+def _fmt_box(b: Sequence[int] | None) -> str:
+    return "" if b is None else json.dumps([int(v) for v in b])
+
+
+def _safe_id(text: str) -> str:
+    """An identifier secr accepts in trapID files: no blanks, commas, underscores or '#'."""
+    return _BAD_ID.sub("-", str(text).strip()) or "NA"
+
+
+# ---------------------------------------------------------------------------------------------- main
+def run_census(
+    detections: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    *,
+    gallery: str | os.PathLike | Gallery,
+    out: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    sightings: str | os.PathLike | pd.DataFrame | None = None,
+    cameras: str | os.PathLike | pd.DataFrame | None = None,
+    min_conf: float = 0.2,
+    occasion_days: float = 1,
+    burst_seconds: float = 60,
+    embedder: Embedder | None = None,
+    progress: bool | None = None,
+    method: str = "fused",
+    new_threshold: float | None = None,
+    pair_seconds: float = 10,
+    season_start: str | datetime | None = None,
+    session: str = "1",
+    top_k: int = 3,
+    chunk_size: int = 256,
+    review_images: int = 1000,
+    linkage: str = "single",
+) -> CensusResult:
+    """Identify the animal detections of a camera-trap season and write the census outputs into ``out``.
+
+    ``detections``: MegaDetector output (file or parsed JSON), both layouts; relative image paths are
+    resolved against ``root`` (default: the JSON file's folder). ``sightings``: CSV/DataFrame
+    ``path,camera,datetime[,side]`` (else EXIF DateTimeOriginal and the parent folder's name as camera).
+    ``cameras``: ``camera,x,y[,usage][,station]`` for ``traps.txt`` (``station`` groups paired cameras for
+    flank links). Detections are read in chunks of ``chunk_size`` (images are never all in memory).
+    Each detection gets ``identity`` (a known individual, or a provisional ``NEW-0001``...) and
+    ``decision`` (``known``, ``new`` or ``uncertain``). See the module docstring for the files written.
+    """
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .embed import Embedder
+    from .gallery import Gallery, GalleryError
+    from .io import Record
+    from .match import Matcher
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(gallery, (str, os.PathLike)):
+        gallery_path: Path | None = Path(gallery)
+        gallery = Gallery.load(gallery)
+    else:
+        gallery_path = None
+    if not len(gallery):
+        raise GalleryError("the gallery is empty: enroll known individuals first")
+    if root is None and isinstance(detections, (str, os.PathLike)):
+        root = Path(detections).resolve().parent
+    base = Path(root) if root is not None else Path.cwd()
+    dets, errors, counts = read_detections(detections, min_conf=min_conf)
+    sight = _read_sightings(sightings)
+    cams = _read_cameras(cameras)
+    station = {}
+    if cams is not None and "station" in cams.columns:
+        station = {c: str(s) or c for c, s in zip(cams["camera"], cams["station"])}
+
+    # --- image sizes (header only), boxes in pixels, sighting metadata ------------------------------
+    info: dict[str, Any] = {}
+    rows = []
+    for d in dets:
+        path = d["path"]
+        src = Path(path) if Path(path).is_absolute() else base / _norm_path(path)
+        if path not in info:
+            try:
+                info[path] = _image_info(src)
+            except (OSError, ValueError) as err:
+                info[path] = err
+                errors.append(_err(path, str(err) or type(err).__name__))
+        got = info[path]
+        if isinstance(got, Exception):
+            continue
+        size, exif_dt = got
+        box = _pixel_box(d["box"], d["box_format"], size)
+        if box is None:
+            reason = f"detection {d['det']}: bbox {d['box']} lies outside the {size[0]}x{size[1]} image"
+            errors.append(_err(path, reason))
+            continue
+        s = sight.get(_norm_path(path)) or sight.get(str(src.resolve())) or {}
+        camera = s.get("camera") or (Path(_norm_path(path)).parent.name or None)
+        rows.append({
+            "path": path, "source": str(src), "det": d["det"], "conf": d["conf"], "bbox": box,
+            "camera": camera, "dt": s.get("datetime") or exif_dt, "side": s.get("side", "unknown"),
+        })
+    meta = pd.DataFrame(rows, columns=["path", "source", "det", "conf", "bbox", "camera", "dt", "side"])
+    meta["dt"] = pd.Series([r["dt"] for r in rows], dtype=object)  # datetime or None, never NaT
+    if len(meta):
+        sort_t = [t if t is not None else datetime.max for t in meta["dt"]]
+        order = sorted(range(len(meta)), key=lambda i: (sort_t[i], meta["path"].iat[i], meta["det"].iat[i]))
+        meta = meta.iloc[order].reset_index(drop=True)
+    meta["key"] = [f"{p} {_fmt_box(b)}" for p, b in zip(meta["path"], meta["bbox"])]
+    n = len(meta)
+
+    # --- describe in chunks, score against the gallery -------------------------------------------
+    if embedder is None:
+        embedder = Embedder(gallery.backbone or "efficientnet_lite0", progress=False)
+    gallery.check_embedder(embedder)
+    matcher = Matcher(method=method).fit(gallery)  # type: ignore[arg-type]
+    thr = matcher.threshold(new_threshold)
+    if thr is None:
+        raise ValueError(f"method {method!r} has no calibrated threshold: give new_threshold")
+    if method == "fused" and new_threshold is None:
+        lo, hi = matcher.calibration_.uncertain_band
+        lo, hi = min(lo, thr), max(hi, thr)
+    else:
+        lo = hi = thr
+    id_names, id_order, id_starts = _identity_index(matcher.labels_)
+    per_id = np.full((n, len(id_names)), -np.inf, np.float32)
+    per_ex = np.zeros((n, len(id_names)), np.int64)
+    valid = np.zeros(n, bool)
+    kept_emb: dict[int, np.ndarray] = {}
+    kept_local: dict[int, Any] = {}
+    bar = tqdm(total=n, desc="census", unit="det", disable=not (progress if progress is not None else _tty()))
+    for start in range(0, n, chunk_size):
+        part = meta.iloc[start : start + chunk_size]
+        recs = [Record(name=p, source=Path(s), bbox=tuple(b), side=sd)
+                for p, s, b, sd in zip(part["path"], part["source"], part["bbox"], part["side"])]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # skipped crops go to errors.csv
+            feats = embedder.describe(recs, local=matcher.method != "global", on_error="skip")
+        for e in feats.errors:
+            errors.append(e)
+        if not feats.valid.any():
+            bar.update(len(part))
+            continue
+        ps = matcher.scores(feats)
+        best, arg = _per_identity(ps.final, id_order, id_starts)
+        idx = np.arange(start, start + len(part))
+        per_id[idx] = best
+        per_ex[idx] = arg
+        valid[idx] = feats.valid
+        own_best = best.max(axis=1)
+        for j in np.flatnonzero(feats.valid & (own_best < thr)):
+            kept_emb[start + j] = feats.embeddings[j].copy()
+            if feats.local is not None:
+                kept_local[start + j] = feats.local[j]
+        del feats, ps
+        bar.update(len(part))
+    bar.close()
+    meta = meta.assign(valid=valid)
+
+    # --- bursts: pool evidence, decide ---------------------------------------------------------------
+    good = np.flatnonzero(valid)
+    sub = meta.iloc[good].reset_index(drop=True)
+    group_local = _bursts(sub, burst_seconds) if len(sub) else []
+    group = np.full(n, -1, np.int64)
+    group[good] = group_local
+    n_groups = int(group.max()) + 1 if len(good) else 0
+    members: list[list[int]] = [[] for _ in range(n_groups)]
+    for i in good:
+        members[group[i]].append(int(i))
+    g_best = np.full(n_groups, -np.inf)
+    g_id = np.full(n_groups, -1, np.int64)
+    for g, mem in enumerate(members):
+        pooled = per_id[mem].max(axis=0)
+        k = int(np.argmax(pooled))
+        g_best[g], g_id[g] = float(pooled[k]), k
+    identity = np.empty(n, dtype=object)
+    decision = np.empty(n, dtype=object)
+    score = np.full(n, np.nan)
+    unmatched = [g for g in range(n_groups) if not g_best[g] >= thr]
+    for g, mem in enumerate(members):
+        p = g_best[g]
+        if p >= thr:
+            dec = "known" if p >= hi else "uncertain"
+            ident = id_names[g_id[g]]
+        else:
+            dec = "new" if p < lo else "uncertain"
+            ident = None
+        for i in mem:
+            identity[i], decision[i], score[i] = ident, dec, p if np.isfinite(p) else np.nan
+
+    # --- cluster unmatched bursts into provisional new individuals ----------------------------------
+    cluster_of = _cluster_new(unmatched, members, kept_emb, kept_local, meta["side"].tolist(), matcher, thr, linkage)
+    existing = [int(m.group(1)) for m in (re.fullmatch(r"NEW-(\d+)", s) for s in id_names) if m]
+    first_new = max(existing, default=0) + 1
+    clusters: dict[int, list[int]] = {}
+    for g in unmatched:
+        clusters.setdefault(cluster_of[g], []).append(g)
+
+    def first_sighting(c: int) -> int:  # meta is sorted by datetime, path, detection
+        return min(i for g in clusters[c] for i in members[g])
+
+    new_names: dict[int, str] = {}
+    for rank, c in enumerate(sorted(clusters, key=first_sighting)):
+        new_names[c] = f"{NEW_PREFIX}{first_new + rank:04d}"
+    for g in unmatched:
+        for i in members[g]:
+            identity[i] = new_names[cluster_of[g]]
+
+    # --- candidates (own scores), occasions, flank links -------------------------------------------
+    cand_text = [""] * n
+    cand_list: list[list[tuple[str, float, int]]] = [[] for _ in range(n)]
+    for i in good:
+        row = per_id[i]
+        top = np.argsort(-row, kind="stable")[:top_k]
+        cl = [(str(id_names[k]), float(row[k]), int(per_ex[i, k])) for k in top if np.isfinite(row[k])]
+        cand_list[i] = cl
+        cand_text[i] = ";".join(f"{a}:{s:.2f}" for a, s, _ in cl)
+    start_day = _season_start(season_start, meta["dt"])
+    occasion = [
+        (int(((t - start_day).total_seconds()) // (occasion_days * 86400)) + 1) if t is not None and start_day else None
+        for t in meta["dt"]
+    ]
+    links = _flank_links(meta.iloc[good].reset_index(drop=True), pair_seconds, station) if len(good) else []
+    flank = [""] * n
+    for j, i in enumerate(good):
+        flank[i] = links[j]
+    burst_name = [f"B{int(g) + 1:05d}" if g >= 0 else "" for g in group]
+
+    table = pd.DataFrame({
+        "path": meta["path"],
+        "bbox": [_fmt_box(b) for b in meta["bbox"]],
+        "camera": meta["camera"],
+        "datetime": [t.strftime("%Y-%m-%dT%H:%M:%S") if t is not None else "" for t in meta["dt"]],
+        "side": meta["side"],
+        "identity": identity,
+        "score": np.round(score, 4),
+        "decision": decision,
+        "candidates": cand_text,
+        "conf": meta["conf"],
+        "burst": burst_name,
+        "occasion": pd.array(occasion, dtype="Int64"),
+        "flank_link": flank,
+    }, columns=MATCH_COLUMNS)
+    ok = table[meta["valid"].to_numpy()].reset_index(drop=True)
+
+    # --- write -----------------------------------------------------------------------------------------
+    files = {"matches": out / "matches.csv", "decisions": out / "decisions.csv", "errors": out / "errors.csv",
+             "capthist": out / "capthist.txt", "review": out / "review.html"}
+    ok.to_csv(files["matches"], index=False)
+    _write_decisions(ok, files["decisions"])
+    _write_errors(errors, files["errors"])
+    notes = write_capthist(ok, files["capthist"], out / "traps.txt" if cams is not None else None, cams,
+                           session=session, season_start=start_day, occasion_days=occasion_days)
+    if cams is not None:
+        files["traps"] = out / "traps.txt"
+    review_meta = meta[meta["valid"]].reset_index(drop=True)
+    keep_map = {int(i): j for j, i in enumerate(good)}
+    _write_review(
+        files["review"], ok, review_meta,
+        cand=[cand_list[i] for i in good],
+        local={keep_map[i]: f for i, f in kept_local.items() if i in keep_map},
+        gallery=gallery, gallery_path=gallery_path, bases=[base, Path.cwd()],
+        threshold=thr, band=(lo, hi), limit=review_images, cams=cams, notes=notes, errors=errors,
+    )
+    dec = ok["decision"].value_counts().to_dict()
+    counts.update({
+        "detections": int(len(ok)), "known": int(dec.get("known", 0)), "new": int(dec.get("new", 0)),
+        "uncertain": int(dec.get("uncertain", 0)), "bursts": int(n_groups),
+        "new_individuals": len(new_names), "errors": len(errors),
+    })
+    return CensusResult(detections=ok, out=out, files=files, errors=errors, counts=counts,
+                        seconds=time.perf_counter() - t0)
+
+
+def _tty() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
+
+
+def _season_start(value: str | datetime | None, times: Iterable[datetime | None]) -> datetime | None:
+    if value is not None:
+        t = _parse_datetime(value)
+        if t is None:
+            raise CensusError(f"season start {value!r} is not a date")
+        return datetime(t.year, t.month, t.day)
+    ts = [t for t in times if t is not None]
+    if not ts:
+        return None
+    t = min(ts)
+    return datetime(t.year, t.month, t.day)
+
+
+def _cluster_new(
+    unmatched: list[int],
+    members: list[list[int]],
+    emb: Mapping[int, np.ndarray],
+    local: Mapping[int, Any],
+    det_sides: Sequence[str],
+    matcher: Any,
+    thr: float,
+    linkage: str,
+) -> dict[int, int]:
+    """Agglomerative clustering of unmatched bursts on fused P(same); returns burst -> cluster label."""
+    import numpy as np
+
+    if len(unmatched) <= 1:
+        return {g: 0 for g in unmatched}
+    from sklearn.cluster import AgglomerativeClustering
+
+    from .embed import Features
+    from .gallery import Gallery as _G
+    from .match import Matcher
+
+    dets = [i for g in unmatched for i in members[g]]
+    owner = np.array([k for k, g in enumerate(unmatched) for _ in members[g]])
+    e = np.stack([emb[i] for i in dets])
+    loc = [local[i] for i in dets] if matcher.method != "global" else None
+    sides = [str(det_sides[i]) for i in dets]
+    import pandas as pd
+
+    tmp = _G.from_embeddings(e, [f"u{k}" for k in range(len(dets))], local=loc,
+                             metadata=pd.DataFrame({"path": [str(i) for i in dets], "side": sides}))
+    m = Matcher(method=matcher.method, calibration=matcher.calibration_, shortlist=matcher.shortlist).fit(tmp)
+    n = len(dets)
+    sim = np.zeros((n, n), np.float32)
+    for s in range(0, n, 256):
+        idx = list(range(s, min(n, s + 256)))
+        f = Features(names=[str(dets[i]) for i in idx], embeddings=e[idx], local=[loc[i] for i in idx] if loc else None,
+                     valid=np.ones(len(idx), bool), sides=[sides[i] for i in idx])
+        final = m.scores(f, exclude=idx).final
+        sim[idx] = np.where(np.isfinite(final), final, 0.0)
+    np.fill_diagonal(sim, 1.0)
+    sim = np.maximum(sim, sim.T)
+    k = len(unmatched)
+    gsim = np.zeros((k, k), np.float32)
+    for a in range(n):  # burst-level similarity: the best pair of their detections
+        np.maximum.at(gsim, (owner[a], owner), sim[a])
+    np.fill_diagonal(gsim, 1.0)
+    dist = 1.0 - np.clip(gsim, 0.0, 1.0)
+    labels = AgglomerativeClustering(
+        n_clusters=None, metric="precomputed", linkage=linkage, distance_threshold=1.0 - thr
+    ).fit_predict(dist)
+    return {g: int(lab) for g, lab in zip(unmatched, labels)}
+
+
+
+# ---------------------------------------------------------------------------------------------- writers
+def write_capthist(
+    table: pd.DataFrame,
+    captfile: str | os.PathLike,
+    trapfile: str | os.PathLike | None = None,
+    cameras: pd.DataFrame | None = None,
+    *,
+    session: str = "1",
+    season_start: datetime | None = None,
+    occasion_days: float = 1,
+) -> list[str]:
+    """Write secr text files: ``captfile`` with ``Session ID Occasion Detector`` lines (one per individual,
+    occasion and detector: camera-trap stations are proximity detectors) and, with ``cameras``,
+    ``trapfile`` with ``Detector x y [usage]``. Read them in R with
+    ``read.capthist(captfile, trapfile, fmt = "trapID", detector = "proximity")``.
+
+    ``table`` is ``matches.csv`` (``identity, decision, occasion, camera``): ``uncertain`` detections and
+    those without an occasion or camera (or at a camera missing from ``cameras``) are left out and counted
+    in the header. Identifiers are made secr-safe (blanks, commas, underscores and '#' become '-').
+    Returns the notes written to the header.
+    """
+    import pandas as pd
+
+    notes: list[str] = []
+    t = table.copy()
+    unc = t["decision"] == "uncertain"
+    if unc.any():
+        notes.append(f"{int(unc.sum())} uncertain detection(s) left out until reviewed")
+    t = t[~unc]
+    occ = pd.to_numeric(t["occasion"], errors="coerce")
+    bad = occ.isna() | t["camera"].isna() | (t["camera"].astype(str).str.len() == 0)
+    if bad.any():
+        notes.append(f"{int(bad.sum())} detection(s) without a date or camera left out")
+    t = t[~bad].assign(occasion=occ[~bad].astype(int))
+    n_occ = int(t["occasion"].max()) if len(t) else 0
+    usage: dict[str, str] = {}
+    if cameras is not None:
+        known = set(cameras["camera"])
+        off = ~t["camera"].isin(known)
+        if off.any():
+            notes.append(f"{int(off.sum())} detection(s) at camera(s) missing from the cameras table left out: "
+                         + ", ".join(sorted(set(t.loc[off, 'camera'].astype(str)))[:10]))
+        t = t[~off]
+        if "usage" in cameras.columns and any(cameras["usage"].astype(str).str.len() > 0):
+            usage = {c: str(u) for c, u in zip(cameras["camera"], cameras["usage"])}
+            lengths = {len(u) for u in usage.values()}
+            if len(lengths) != 1:
+                raise CensusError(f"cameras table: usage strings of different lengths {sorted(lengths)}")
+            n_use = lengths.pop()
+            beyond = t["occasion"] > n_use
+            if beyond.any():
+                notes.append(f"{int(beyond.sum())} detection(s) after the {n_use} occasion(s) of the usage left out")
+                t = t[~beyond]
+            n_occ = n_use
+    lines = t.groupby(["identity", "occasion", "camera"], sort=True).size().reset_index()
+    start = season_start.strftime("%Y-%m-%d") if season_start else "unknown"
+    head = [
+        "# leopard-reid census: secr capture histories, read.capthist(captfile, trapfile, fmt = 'trapID')",
+        f"# season start {start}; occasion = {occasion_days:g} day(s); {n_occ} occasion(s); session {session}",
+        "# one line per individual, occasion and detector (a visit counts once); left/right flanks of a new",
+        "# individual are separate IDs until a reviewer links them",
+        *[f"# note: {x}" for x in notes],
+        "# Session ID Occasion Detector",
+    ]
+    body = [f"{_safe_id(session)} {_safe_id(i)} {int(o)} {_safe_id(c)}"
+            for i, o, c in zip(lines["identity"], lines["occasion"], lines["camera"])]
+    Path(captfile).write_text("\n".join(head + body) + "\n")
+    if trapfile is not None and cameras is not None:
+        th = ["# leopard-reid census: detector layout for secr::read.capthist",
+              "# Detector x y" + (" usage" if usage else "")]
+        tb = []
+        for c, x, y in zip(cameras["camera"], cameras["x"], cameras["y"]):
+            tb.append(f"{_safe_id(c)} {x:.2f} {y:.2f}" + (f" {usage.get(c, '')}" if usage else ""))
+        Path(trapfile).write_text("\n".join(th + tb) + "\n")
+    return notes
+
+
+def _write_errors(errors: Sequence[Any], path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "reason"])
+        for e in errors:
+            w.writerow([getattr(e, "path", ""), getattr(e, "reason", str(e))])
+
+
+def _default_decision(decision: str) -> str:
+    return "confirm" if decision == "known" else ""
+
+
+def _write_decisions(table: pd.DataFrame, path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([*DECISION_COLUMNS, "side", "camera", "datetime"])
+        for r in table.itertuples(index=False):
+            w.writerow([r.path, r.bbox, r.identity, _default_decision(r.decision), r.identity, r.side,
+                        r.camera or "", r.datetime])
+
+
+def _find_image(path: str, bases: Sequence[Path]) -> Path | None:
+    p = Path(str(path))
+    if p.is_absolute():
+        return p if p.exists() else None
+    for b in bases:
+        q = b / _norm_path(str(path))
+        if q.exists():
+            return q
+    return None
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:16px;background:#fafafa;color:#222}
+table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:6px;vertical-align:top}
+tr.uncertain{background:#fff6e0}tr.new{background:#eef4ff}
+.badge{display:inline-block;padding:1px 6px;border-radius:8px;font-size:12px;color:#fff}
+.b-known{background:#2a7}.b-new{background:#37c}.b-uncertain{background:#d80}
+.small{font-size:12px;color:#555}img{display:block;margin:2px 0;max-width:100%}
+.toolbar{position:sticky;top:0;background:#fafafa;padding:8px 0;z-index:2}
+"""
+
+_JS = """
+function esc(v){v=(v==null?'':String(v));return /[",\\n]/.test(v)?'"'+v.replace(/"/g,'""')+'"':v;}
+function download(){
+  var cols=['path','bbox','proposed','decision','identity','side','camera','datetime'];
+  var out=[cols.join(',')];
+  document.querySelectorAll('tr.det').forEach(function(tr){
+    var d=tr.dataset, dec=tr.querySelector('select').value, ident=tr.querySelector('input').value.trim();
+    out.push([d.path,d.bbox,d.proposed,dec,ident,d.side,d.camera,d.datetime].map(esc).join(','));
+  });
+  var blob=new Blob([out.join('\\n')+'\\n'],{type:'text/csv'});
+  var a=document.createElement('a');a.href=URL.createObjectURL(blob);a.download='decisions.csv';
+  document.body.appendChild(a);a.click();document.body.removeChild(a);
+}
+function changed(sel){var inp=sel.parentNode.querySelector('input');
+  if(sel.value==='change'){inp.focus();inp.select();}}
+"""
+
+
+def _uri(img: np.ndarray, quality: int = 80) -> str:
+    """A JPEG data URI with no literal "http" in its base64 text (so a page can be grepped for links)."""
+    from .viz import to_data_uri
+
+    for q in range(quality, quality - 10, -1):
+        uri = to_data_uri(img, quality=q)
+        if "http" not in uri.lower():
+            return uri
+    return uri
+
+
+def _thumb(img: np.ndarray, height: int) -> np.ndarray:
+    import cv2
+
+    s = height / max(1, img.shape[0])
+    return cv2.resize(img, (max(1, round(img.shape[1] * s)), height), interpolation=cv2.INTER_AREA)
+
+
+def _scaled(v: Any, qs: tuple[float, float], cs: tuple[float, float]) -> Any:
+    import dataclasses
+
+    import numpy as np
+
+    return dataclasses.replace(
+        v,
+        query_points=np.asarray(v.query_points, np.float64) * qs,
+        candidate_points=np.asarray(v.candidate_points, np.float64) * cs,
+    )
+
+
+def _fig_uri(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    plt.close(fig)
+    return _uri(np.ascontiguousarray(rgba[:, :, :3]), 90)
+
+
+def _write_review(
+    path: Path,
+    table: pd.DataFrame,
+    meta: pd.DataFrame,
+    *,
+    cand: list[list[tuple[str, float, int]]],
+    local: Mapping[int, Any],
+    gallery: Gallery,
+    gallery_path: Path | None,
+    bases: list[Path],
+    threshold: float,
+    band: tuple[float, float],
+    limit: int,
+    cams: pd.DataFrame | None,
+    notes: list[str],
+    errors: Sequence[Any],
+    height: int = 170,
+) -> None:
+    """One self-contained HTML page: every detection, uncertain and new first, with pictures for ``limit``."""
+    import numpy as np
+
+    from .io import ImageError, load_image
+    from .local import extract_features, verify
+    from .viz import draw_matches
+
+    esc = html.escape
+    g_local = gallery.local
+    g_meta = gallery.metadata
+    ex_bases = ([gallery_path.resolve().parent] if gallery_path is not None else []) + bases
+    order = sorted(
+        range(len(table)),
+        key=lambda i: (_bubble(table["decision"].iat[i]), str(table["identity"].iat[i])
+                       if table["decision"].iat[i] == "new" else "", table["score"].iat[i]
+                       if np.isfinite(table["score"].iat[i]) else -1.0, i),
+    )
+    rep: dict[str, int] = {}
+    for i in range(len(table)):  # table is in time order: the first sighting represents a new individual
+        ident = str(table["identity"].iat[i])
+        if ident.startswith(NEW_PREFIX):
+            rep.setdefault(ident, i)
+    crops: dict[int, np.ndarray] = {}
+    feats: dict[int, Any] = {}
+
+    def crop(i: int) -> np.ndarray | None:
+        if i not in crops:
+            try:
+                crops[i] = np.asarray(load_image(meta["source"].iat[i], bbox=meta["bbox"].iat[i], reduce_to=800))
+            except ImageError:
+                crops[i] = None  # type: ignore[assignment]
+        return crops[i]
+
+    def features(i: int) -> Any:
+        if i not in feats:
+            f = local.get(i)
+            if f is None and crop(i) is not None:
+                f = extract_features(crop(i))
+            feats[i] = f
+        return feats[i]
+
+    def ex_crop(j: int) -> np.ndarray | None:
+        p = _find_image(str(g_meta["path"].iat[j]), ex_bases)
+        if p is None:
+            return None
+        try:
+            return np.asarray(load_image(p, bbox=g_meta["bbox"].iat[j], reduce_to=800))
+        except ImageError:
+            return None
+
+    def picture(i: int, other_img: np.ndarray | None, other_feat: Any) -> str:
+        q, qf = crop(i), features(i)
+        if q is None or qf is None or other_feat is None:
+            return ""
+        if other_img is None:
+            w, h = other_feat.image_size
+            other_img = np.full((h, w, 3), 200, np.uint8)
+        v = verify(qf, other_feat)
+        qs = (q.shape[1] / max(1, qf.image_size[0]), q.shape[0] / max(1, qf.image_size[1]))
+        cs = (other_img.shape[1] / max(1, other_feat.image_size[0]),
+              other_img.shape[0] / max(1, other_feat.image_size[1]))
+        pic = draw_matches(q, other_img, _scaled(v, qs, cs), height=height)
+        return (f'<img alt="correspondences" src="{_uri(pic)}">'
+                f'<div class="small">{v.n_inliers} verified keypoint correspondences (score {v.score:.1f})</div>')
+
+    rows = []
+    for pos, i in enumerate(order):
+        r = table.iloc[i]
+        with_pics = pos < limit
+        dec = str(r["decision"])
+        ident = str(r["identity"])
+        q = crop(i) if with_pics else None
+        qimg = f'<img alt="query" src="{_uri(_thumb(q, height))}">' if q is not None else ""
+        cells = []
+        for k, (cid, s, ex) in enumerate(cand[i]):
+            pic = ""
+            if with_pics and k == 0 and g_local is not None:
+                pic = picture(i, ex_crop(ex), g_local[ex])
+            cells.append(f"<div><b>{esc(cid)}</b> P={s:.2f}</div>{pic}")
+        if ident.startswith(NEW_PREFIX) and rep.get(ident, i) != i:
+            j = rep[ident]
+            pic = picture(i, crop(j), features(j)) if with_pics else ""
+            cells.append(f"<div><b>{esc(ident)}</b> first sighting {esc(str(table['path'].iat[j]))}</div>{pic}")
+        link = str(r["flank_link"] or "")
+        link_html = (f'<div class="small">candidate opposite-flank link (same station, simultaneous): '
+                     f'{esc(link)}. Give both the same identity to link them.</div>') if link else ""
+        default = _default_decision(dec)
+        opts = "".join(
+            f'<option value="{v}"{" selected" if v == default else ""}>{lab}</option>'
+            for v, lab in (("", "review..."), ("confirm", "confirm"), ("change", "change"), ("skip", "skip"))
+        )
+        score = "" if not np.isfinite(r["score"]) else f"{r['score']:.2f}"
+        attrs = " ".join(f'data-{k}="{esc(str(v) if v is not None else "", quote=True)}"' for k, v in (
+            ("path", r["path"]), ("bbox", r["bbox"]), ("proposed", ident), ("side", r["side"]),
+            ("camera", r["camera"]), ("datetime", r["datetime"])))
+        rows.append(
+            f'<tr class="det {esc(dec)}" {attrs}>'
+            f'<td><div>{esc(str(r["path"]))}</div><div class="small">bbox {esc(str(r["bbox"]))}<br>'
+            f'camera {esc(str(r["camera"]))} &middot; {esc(str(r["datetime"]))} &middot; {esc(str(r["side"]))} flank'
+            f'<br>burst {esc(str(r["burst"]))} &middot; occasion {esc(str(r["occasion"]))}</div>'
+            f'<div><span class="badge b-{esc(dec)}">{esc(dec)}</span> <b>{esc(ident)}</b> {score}</div>{link_html}</td>'
+            f"<td>{qimg}</td><td>{''.join(cells)}</td>"
+            f'<td><select onchange="changed(this)">{opts}</select><br>'
+            f'<input type="text" size="12" value="{esc(ident, quote=True)}" title="identity"></td></tr>'
+        )
+    camera_map = ""
+    if cams is not None and len(cams):
+        try:
+            from .viz import plot_cameras
+
+            camera_map = f'<img alt="camera map" src="{_fig_uri(plot_cameras(cams, table))}">'
+        except Exception:  # noqa: BLE001 - the map is a convenience; never lose the review page for it
+            camera_map = ""
+    counts = table["decision"].value_counts().to_dict()
+    summary = (f"{len(table)} detections: {counts.get('uncertain', 0)} uncertain, {counts.get('new', 0)} new, "
+               f"{counts.get('known', 0)} known; P(same) threshold {threshold:.2f}, uncertain band "
+               f"[{band[0]:.2f}, {band[1]:.2f}); {len(errors)} input(s) skipped (errors.csv).")
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>leopard-reid census review</title>'
+        f"<style>{_CSS}</style></head><body><h1>Census review</h1><p>{esc(summary)}</p>"
+        + "".join(f'<p class="small">{esc(x)}</p>' for x in notes)
+        + '<p class="small">Set each row to confirm (keep the proposed identity), change (type the identity: a '
+        "known individual or a new name) or skip; then download decisions.csv and run "
+        "<code>leopard-reid census apply-review decisions.csv --gallery GALLERY</code>. Pictures show the "
+        f"first {limit} rows.</p>"
+        '<div class="toolbar"><button onclick="download()">Download decisions.csv</button></div>'
+        f"{camera_map}<table><tr><th>detection</th><th>crop</th><th>candidates and verified correspondences</th>"
+        f"<th>decision</th></tr>{''.join(rows)}</table><script>{_JS}</script></body></html>"
+    )
+    path.write_text(page, encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------- review
+def apply_review(
+    decisions: str | os.PathLike | pd.DataFrame,
+    *,
+    gallery: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    embedder: Embedder | None = None,
+) -> dict[str, Any]:
+    """Add the confirmed detections of an edited ``decisions.csv`` to the gallery file, atomically.
+
+    Rows with ``decision`` ``confirm`` (identity = the ``identity`` column, else ``proposed``) or ``change``
+    (identity = the ``identity`` column) are embedded and added as exemplars (new names create new
+    individuals); blank or ``skip`` rows are ignored, and detections already in the gallery are not added
+    twice. A confirmed provisional ``NEW-xxxx`` that already names a gallery individual is refused (rename it).
+    If any row cannot be used nothing is written; otherwise the gallery is saved with
+    :meth:`Gallery.save` (atomic, previous version kept as ``<gallery>.bak``). Returns a summary dict.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from .embed import Embedder
+    from .gallery import Gallery, GalleryError
+    from .io import ImageError, Record, parse_bbox
+
+    if isinstance(decisions, pd.DataFrame):
+        df = decisions.copy().astype(str)
+        base = Path(root) if root is not None else Path.cwd()
+    else:
+        try:
+            df = pd.read_csv(decisions, dtype=str, keep_default_na=False)
+        except FileNotFoundError:
+            raise CensusError(f"{decisions}: file not found") from None
+        base = Path(root) if root is not None else Path(decisions).resolve().parent
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    missing = [c for c in DECISION_COLUMNS if c not in df.columns]
+    if missing:
+        raise CensusError(f"decisions table needs {', '.join(DECISION_COLUMNS)}; missing {', '.join(missing)}")
+    g = Gallery.load(gallery)
+    before = set(g.identities)
+    have = {(str(p), tuple(b) if b else None) for p, b in zip(g.metadata["path"], g.metadata["bbox"])}
+    problems: list[str] = []
+    take = []
+    skipped = 0
+    for k, r in enumerate(df.to_dict("records")):
+        line = k + 2
+        dec = str(r["decision"]).strip().lower()
+        if dec in ("", "skip", "reject", "nan"):
+            skipped += 1
+            continue
+        ident = str(r["identity"]).strip()
+        proposed = str(r["proposed"]).strip()
+        if dec == "confirm":
+            ident = ident or proposed
+        elif dec != "change":
+            problems.append(f"line {line}: decision {r['decision']!r} (use confirm, change or skip)")
+            continue
+        if not ident or ident.lower() in ("nan", "new", "uncertain"):
+            problems.append(f"line {line}: no identity to {dec}")
+            continue
+        try:
+            box = parse_bbox(r["bbox"])
+        except ValueError as err:
+            problems.append(f"line {line}: {err}")
+            continue
+        if (str(r["path"]), box) in have:  # already applied
+            skipped += 1
+            continue
+        if ident.startswith(NEW_PREFIX) and ident == proposed and ident in before:
+            problems.append(f"line {line}: {ident} already names a gallery individual; give the new one another name")
+            continue
+        side = str(r.get("side", "") or "").strip().lower()
+        take.append({"path": str(r["path"]), "bbox": box, "identity": ident,
+                     "side": side if side in ("left", "right") else "unknown",
+                     "camera": str(r.get("camera", "") or "") or None,
+                     "datetime": str(r.get("datetime", "") or "") or None})
+    if problems:
+        more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+        name = "decisions" if isinstance(decisions, pd.DataFrame) else str(decisions)
+        raise CensusError(f"{name}: " + "; ".join(problems[:20]) + more)
+    summary = {"added": 0, "new_individuals": [], "skipped": skipped, "gallery": str(gallery)}
+    if not take:
+        return summary
+    if embedder is None:
+        embedder = Embedder(g.backbone or "efficientnet_lite0", progress=False)
+    g.check_embedder(embedder)
+    rows = pd.DataFrame(take)
+    recs = [Record(name=p, source=Path(p) if Path(p).is_absolute() else base / _norm_path(p), bbox=b, side=s)
+            for p, b, s in zip(rows["path"], rows["bbox"], rows["side"])]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reported below, all at once
+        feats = embedder.describe(recs, local=g.local is not None, on_error="skip")
+    if feats.errors or not feats.valid.all():
+        listing = "; ".join(str(e) for e in feats.errors[:10])
+        raise ImageError("decisions", f"{len(feats.errors)} detection(s) could not be read, nothing applied: {listing}")
+    try:
+        g.add(feats.embeddings, rows["identity"].tolist(), metadata=rows,
+              local=list(feats.local) if feats.local is not None else None)
+    except GalleryError:
+        raise
+    g.save(gallery)
+    summary["added"] = int(len(rows))
+    summary["new_individuals"] = sorted(set(rows["identity"]) - before)
+    summary["identities"] = int(len(np.unique(g.labels)))
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def register_cli(sub: Any) -> None:
+    """Add ``census`` (and ``census apply-review``) to the ``leopard-reid`` sub-parsers."""
+    p = sub.add_parser(
+        "census",
+        help="identify a season's MegaDetector detections; write matches, capture histories and a review page",
+        description="Run a census: leopard-reid census --detections MD.json --gallery G --out DIR ... ; "
+        "then apply the reviewed decisions: leopard-reid census apply-review decisions.csv --gallery G",
+    )
+    p.add_argument("--detections", help="MegaDetector output JSON (batch format or the older list layout)")
+    p.add_argument("--root", default=None, help="folder the JSON's relative paths are relative to "
+                   "(default: the JSON's folder)")
+    p.add_argument("--gallery", help="gallery of known individuals")
+    p.add_argument("--sightings", default=None, help="CSV path,camera,datetime[,side] (default: EXIF date, "
+                   "parent folder as camera)")
+    p.add_argument("--cameras", default=None, help="CSV camera,x,y[,usage][,station] for traps.txt")
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--min-conf", type=float, default=0.2)
+    p.add_argument("--occasion-days", type=float, default=1)
+    p.add_argument("--burst-seconds", type=float, default=60)
+    p.add_argument("--pair-seconds", type=float, default=10, help="simultaneity window for flank links")
+    p.add_argument("--season-start", default=None, help="first day of occasion 1 (default: first detection's)")
+    p.add_argument("--method", choices=("global", "local", "fused"), default="fused")
+    p.add_argument("--new-threshold", type=float, default=None)
+    p.add_argument("--review-images", type=int, default=1000, help="rows of review.html with pictures")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_census)
+    inner = p.add_subparsers(dest="census_command", metavar="apply-review", required=False)
+    a = inner.add_parser("apply-review", help="add the confirmed identities of decisions.csv to the gallery")
+    a.add_argument("decisions", help="the edited decisions.csv")
+    a.add_argument("--gallery", dest="review_gallery", required=True)
+    a.add_argument("--root", dest="review_root", default=None,
+                   help="folder the detections' paths are relative to (default: the CSV's folder)")
+    a.set_defaults(func=_cmd_apply_review)
+
+
+def _cmd_census(args: Any) -> int:
+    from .cli import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE
+    from .embed import Embedder
+    from .gallery import Gallery
+
+    missing = [f"--{k}" for k in ("detections", "gallery", "out") if not getattr(args, k)]
+    if missing:
+        import sys
+
+        print(f"leopard-reid census: missing {', '.join(missing)} (or use: census apply-review DECISIONS "
+              "--gallery G)", file=sys.stderr)
+        return EXIT_USAGE
+    gallery = Gallery.load(args.gallery)
+    embedder = Embedder(gallery.backbone or "efficientnet_lite0", device=args.device, batch_size=args.batch_size,
+                        progress=False)
+    res = run_census(
+        args.detections, gallery=gallery, root=args.root, sightings=args.sightings, cameras=args.cameras,
+        out=args.out, min_conf=args.min_conf, occasion_days=args.occasion_days, burst_seconds=args.burst_seconds,
+        embedder=embedder, method=args.method, new_threshold=args.new_threshold, pair_seconds=args.pair_seconds,
+        season_start=args.season_start, review_images=args.review_images,
+    )
+    c = res.counts
+    print(f"{args.out}: {c['detections']} detections ({c['known']} known, {c['new']} new, {c['uncertain']} "
+          f"uncertain), {c['new_individuals']} provisional new individual(s); open review.html")
+    if res.errors:
+        import sys
+
+        print(f"skipped {len(res.errors)} input(s); see {res.files['errors']}", file=sys.stderr)
+        return EXIT_SKIPPED
+    return EXIT_OK
+
+
+def _cmd_apply_review(args: Any) -> int:
+    from .cli import EXIT_OK
+
+    s = apply_review(args.decisions, gallery=args.review_gallery, root=args.review_root)
+    new = ", ".join(s["new_individuals"]) or "none"
+    print(f"{args.review_gallery}: +{s['added']} exemplar(s), new individuals: {new}; {s['skipped']} row(s) "
+          f"skipped; previous version kept as {args.review_gallery}.bak")
+    return EXIT_OK

@@ -1,0 +1,269 @@
+"""Census workflow: MegaDetector input, decisions, bursts, secr files, review page, apply-review."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from leopard_reid.census import read_detections, run_census
+
+OCCASION_DAYS = 7
+
+
+# ------------------------------------------------------------------------------------------ parsing
+def test_batch_layout_failures_low_conf_and_categories():
+    md = {
+        "info": {"format_version": "1.4"},
+        "detection_categories": {"1": "animal", "2": "person", "3": "vehicle"},
+        "images": [
+            {"file": "a/1.jpg", "detections": [
+                {"category": "1", "conf": 0.9, "bbox": [0.1, 0.2, 0.3, 0.4]},
+                {"category": "1", "conf": 0.1, "bbox": [0.5, 0.5, 0.1, 0.1]},  # below min_conf
+                {"category": "2", "conf": 0.95, "bbox": [0.0, 0.0, 0.2, 0.9]},  # person
+            ]},
+            {"file": "a/2.jpg", "failure": "Failure image access", "detections": None},
+            {"file": "a/3.jpg", "detections": []},
+            {"file": "a/4.jpg", "failure": None, "detections": [{"category": "1", "conf": 0.2, "bbox": [0, 0, 1, 1]}]},
+            {"file": "a/5.jpg", "detections": [{"category": "1", "conf": 0.8, "bbox": [10, 20, 300, 200]}]},
+        ],
+    }
+    dets, errors, counts = read_detections(md, min_conf=0.2)
+    assert [(d["path"], d["det"]) for d in dets] == [("a/1.jpg", 0), ("a/4.jpg", 0)]
+    assert dets[0]["box"] == [0.1, 0.2, 0.3, 0.4] and dets[0]["box_format"] == "norm_xywh"
+    reasons = {e.path: e.reason for e in errors}
+    assert "Failure image access" in reasons["a/2.jpg"]
+    assert "normalised" in reasons["a/5.jpg"]  # pixel box in the normalised layout
+    assert counts["low_conf"] == 1 and counts["other_category"] == 1 and counts["failed"] == 1
+
+
+def test_list_layout_pixel_corner_boxes(tmp_path):
+    md = [
+        {"file": "cam1/IMG_1.jpg", "detections": [
+            {"category": "animal", "confidence": 0.93, "bbox": [102.4, 88.1, 540.7, 470.2]},
+            {"category": "person", "confidence": 0.81, "bbox": [12.0, 40.5, 96.3, 510.9]},
+            {"category": "animal", "confidence": 0.05, "bbox": [1, 1, 50, 50]},
+        ]},
+        {"file": "cam1/IMG_2.jpg", "detections": []},
+        {"file": "cam1/IMG_3.jpg", "failure": "corrupt file"},
+    ]
+    path = tmp_path / "md.json"
+    path.write_text(json.dumps(md))
+    dets, errors, counts = read_detections(path)
+    assert len(dets) == 1 and dets[0]["box_format"] == "px_xyxy" and dets[0]["conf"] == pytest.approx(0.93)
+    assert [e.path for e in errors] == ["cam1/IMG_3.jpg"]
+    assert counts == {"images": 3, "failed": 1, "low_conf": 1, "other_category": 1, "animal": 1}
+    from leopard_reid.census import _pixel_box
+
+    assert _pixel_box(dets[0]["box"], "px_xyxy", (1280, 720)) == (102, 88, 439, 383)
+    assert _pixel_box([0.5, 0.5, 0.25, 0.5], "norm_xywh", (1000, 600)) == (500, 300, 250, 300)
+    assert _pixel_box([0.9, 0.9, 0.5, 0.5], "norm_xywh", (100, 100)) == (90, 90, 10, 10)  # clipped
+
+
+# ------------------------------------------------------------------------------------------ season
+@pytest.fixture(scope="module")
+def season(tmp_path_factory, embedder):
+    """4 synthetic leopards x 4 framed sightings; L-001/L-002 enrolled (first sighting per flank)."""
+    from leopard_reid import Gallery
+    from leopard_reid.synthetic import generate
+
+    root = tmp_path_factory.mktemp("season")
+    df = generate(root, n_individuals=4, sightings_per_individual=4, seed=5, frame=True,
+                  frame_size=(640, 400), size=(320, 200))
+    enrolled = df[df["identity"].isin(["L-001", "L-002"])].groupby(["identity", "side"]).head(1)
+    gallery_df = enrolled[["path", "identity", "side", "bbox"]].reset_index(drop=True)
+    gallery = Gallery.build(embedder, gallery_df, root=root)
+    gpath = root / "gallery.lrg"
+    gallery.save(gpath)
+    s = df.drop(index=enrolled.index).reset_index(drop=True)
+    # a burst: L-004's two left sightings at one camera, 30 s apart
+    left4 = s.index[(s["identity"] == "L-004") & (s["side"] == "left")][:2]
+    t = datetime.fromisoformat(s.at[left4[0], "datetime"])
+    s.loc[left4[1], ["camera", "datetime"]] = [s.at[left4[0], "camera"], (t + timedelta(seconds=30)).isoformat()]
+    # a paired station: L-003 left and right 3 s apart at one camera
+    l3 = s.index[(s["identity"] == "L-003") & (s["side"] == "left")][0]
+    r3 = s.index[(s["identity"] == "L-003") & (s["side"] == "right")][0]
+    t3 = datetime.fromisoformat(s.at[l3, "datetime"])
+    s.loc[r3, ["camera", "datetime"]] = [s.at[l3, "camera"], (t3 + timedelta(seconds=3)).isoformat()]
+    images = []
+    for k, (p, b) in enumerate(zip(s["path"], s["bbox"])):
+        w, h = Image.open(root / p).size
+        x, y, bw, bh = json.loads(b)
+        dets = [{"category": "1", "conf": 0.9, "bbox": [x / w, y / h, bw / w, bh / h]}]
+        if k == 0:
+            dets += [{"category": "1", "conf": 0.03, "bbox": [0, 0, 0.3, 0.3]},
+                     {"category": "2", "conf": 0.9, "bbox": [0.6, 0, 0.3, 0.9]}]
+        images.append({"file": p, "detections": dets})
+    images.append({"file": "L-009/missing.jpg", "detections": [{"category": "1", "conf": 0.9, "bbox": [0, 0, .5, .5]}]})
+    images.append({"file": "L-009/failed.jpg", "failure": "Failure image access", "detections": None})
+    md = root / "md.json"
+    md.write_text(json.dumps({"detection_categories": {"1": "animal", "2": "person"}, "images": images}))
+    sightings = root / "sightings.csv"
+    s[["path", "camera", "datetime", "side"]].to_csv(sightings, index=False)
+    days = pd.to_datetime(s["datetime"]).dt.normalize()
+    n_occ = int(((days.max() - days.min()).days) // OCCASION_DAYS + 1)
+    cams = sorted(s["camera"].unique())
+    cameras = root / "cameras.csv"
+    pd.DataFrame({"camera": cams, "x": np.arange(len(cams)) * 500.0, "y": 100.0,
+                  "usage": ["1" * n_occ] * len(cams)}).to_csv(cameras, index=False)
+    out = root / "out"
+    res = run_census(md, gallery=gpath, out=out, sightings=sightings, cameras=cameras, embedder=embedder,
+                     occasion_days=OCCASION_DAYS, burst_seconds=60, progress=False)
+    return {"root": root, "df": df, "season": s, "md": md, "sightings": sightings, "cameras": cameras,
+            "gallery": gpath, "res": res, "out": out, "n_occ": n_occ, "burst": list(left4), "pair": (l3, r3)}
+
+
+def test_outputs_and_errors(season):
+    res, s = season["res"], season["season"]
+    m = pd.read_csv(season["out"] / "matches.csv", dtype=str, keep_default_na=False)
+    assert list(m.columns)[:9] == ["path", "bbox", "camera", "datetime", "side", "identity", "score", "decision",
+                                   "candidates"]
+    assert sorted(m["path"]) == sorted(s["path"])  # one row per animal detection; decoys dropped
+    assert set(m["decision"]) <= {"known", "new", "uncertain"}
+    assert all(re.fullmatch(r"(L-00[12]:\d\.\d\d;?)+", c) for c in m["candidates"])
+    err = pd.read_csv(season["out"] / "errors.csv")
+    assert set(err["path"]) == {"L-009/missing.jpg", "L-009/failed.jpg"}
+    assert res.counts["low_conf"] == 1 and res.counts["other_category"] == 1
+    truth = dict(zip(s["path"], s["identity"]))
+    for p, ident in zip(m["path"], m["identity"]):  # a new individual is never given a known identity
+        if truth[p] in ("L-003", "L-004"):
+            assert ident.startswith("NEW-")
+    known = [truth[p] == i for p, i in zip(m["path"], m["identity"]) if truth[p] in ("L-001", "L-002")]
+    assert np.mean(known) >= 0.5
+
+
+def test_burst_grouping_and_flank_link(season):
+    m = pd.read_csv(season["out"] / "matches.csv", dtype=str, keep_default_na=False).set_index("path")
+    s = season["season"]
+    a, b = (s.at[i, "path"] for i in season["burst"])
+    assert m.at[a, "burst"] == m.at[b, "burst"] and m.at[a, "identity"] == m.at[b, "identity"]
+    l3, r3 = (s.at[i, "path"] for i in season["pair"])
+    assert r3 in m.at[l3, "flank_link"] and l3 in m.at[r3, "flank_link"]
+    assert m.at[l3, "burst"] != m.at[r3, "burst"]  # opposite flanks are never pooled automatically
+    assert m.at[l3, "identity"] != m.at[r3, "identity"]
+    others = m.drop(index=[l3, r3])
+    assert (others["flank_link"] == "").all()
+    cap = _read_secr(season["out"] / "capthist.txt")
+    ident = m.at[a, "identity"]
+    occ = int(m.at[a, "occasion"])
+    assert len([r for r in cap if r[1] == ident and int(r[2]) == occ and r[3] == m.at[a, "camera"]]) == 1
+
+
+def _read_secr(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_capthist_and_traps_secr_format(season):
+    text = (season["out"] / "capthist.txt").read_text()
+    assert text.splitlines()[0].startswith("#") and "# Session ID Occasion Detector" in text
+    cap = _read_secr(season["out"] / "capthist.txt")
+    traps = _read_secr(season["out"] / "traps.txt")
+    assert all(len(r) == 4 for r in cap) and all(len(r) == 4 for r in traps)
+    detectors = {r[0]: r for r in traps}
+    assert all(len(r[3]) == season["n_occ"] and set(r[3]) == {"1"} for r in traps)
+    assert all(float(r[1]) >= 0 for r in traps)
+    m = pd.read_csv(season["out"] / "matches.csv", dtype=str, keep_default_na=False)
+    m = m[m["decision"] != "uncertain"]
+    first = pd.to_datetime(season["season"]["datetime"]).min().normalize()
+    expected = set()
+    for ident, cam, when in zip(m["identity"], m["camera"], m["datetime"]):
+        occ = (pd.Timestamp(when).normalize() - first).days // OCCASION_DAYS + 1
+        expected.add(("1", ident, str(occ), cam))
+    assert {tuple(r) for r in cap} == expected
+    assert all(r[3] in detectors for r in cap)
+    assert all(1 <= int(r[2]) <= season["n_occ"] for r in cap)
+    assert len(cap) == len(expected)  # one line per individual, occasion and detector
+
+
+def test_review_page_self_contained(season):
+    page = (season["out"] / "review.html").read_text()
+    for p in season["season"]["path"]:
+        assert f'data-path="{p}"' in page
+    assert page.count('<tr class="det') == len(season["season"])
+    assert "http" not in page
+    text = re.sub(r'data:image/[a-z]+;base64,[A-Za-z0-9+/=]+', "", page).lower()
+    assert "http" not in text and "src=\"/" not in text and "file:" not in text and "<link" not in text
+    style = "".join(re.findall(r"<style>(.*?)</style>", page, re.S))
+    assert "url(" not in style and "@import" not in style and "<script src" not in text
+    srcs = re.findall(r'src="([^"]*)"', page)
+    assert srcs and all(s.startswith("data:image/") for s in srcs)
+    assert page.count('alt="correspondences"') >= len(season["season"]) // 2
+    assert "Blob(" in page and "decisions.csv" in page
+    rows = re.findall(r'<tr class="det (\w+)"', page)
+    rank = {"uncertain": 0, "new": 1, "known": 2}
+    assert [rank[r] for r in rows] == sorted(rank[r] for r in rows)  # uncertain and new first
+
+
+def test_new_ids_stable_across_reruns(season, tmp_path, monkeypatch):
+    from leopard_reid import cli
+
+    m1 = pd.read_csv(season["out"] / "matches.csv", dtype=str, keep_default_na=False)
+    new = m1[m1["identity"].str.startswith("NEW-")]
+    assert len(new)
+    order = list(dict.fromkeys(new.sort_values(["datetime", "path"])["identity"]))
+    assert order == [f"NEW-{k:04d}" for k in range(1, len(order) + 1)]  # numbered by first sighting
+    out2 = tmp_path / "rerun"
+    code = cli.main(["census", "--detections", str(season["md"]), "--gallery", str(season["gallery"]),
+                     "--sightings", str(season["sightings"]), "--cameras", str(season["cameras"]),
+                     "--out", str(out2), "--occasion-days", str(OCCASION_DAYS), "--review-images", "0"])
+    assert code == cli.EXIT_SKIPPED  # the missing and failed images are reported
+    m2 = pd.read_csv(out2 / "matches.csv", dtype=str, keep_default_na=False)
+    pd.testing.assert_frame_equal(m1[["path", "identity", "decision"]], m2[["path", "identity", "decision"]])
+    assert (out2 / "capthist.txt").read_text() == (season["out"] / "capthist.txt").read_text()
+
+
+def test_apply_review_atomic_and_reversible(season, tmp_path):
+    import shutil
+
+    from leopard_reid import Gallery, cli
+
+    gpath = tmp_path / "g.lrg"
+    shutil.copyfile(season["gallery"], gpath)
+    before = gpath.read_bytes()
+    n_before = len(Gallery.load(gpath))
+    dec = pd.read_csv(season["out"] / "decisions.csv", dtype=str, keep_default_na=False)
+    assert list(dec.columns)[:5] == ["path", "bbox", "proposed", "decision", "identity"]
+    # a broken row: nothing may be written
+    bad = dec.copy()
+    bad["decision"] = "confirm"
+    bad.loc[0, "path"] = "nowhere/missing.jpg"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    code = cli.main(["census", "apply-review", str(tmp_path / "bad.csv"), "--gallery", str(gpath),
+                     "--root", str(season["root"])])
+    assert code == cli.EXIT_FAIL
+    assert gpath.read_bytes() == before and not (tmp_path / "g.lrg.bak").exists()
+    # confirm everything proposed, rename one provisional individual
+    dec["decision"] = "confirm"
+    new_ids = sorted({i for i in dec["proposed"] if i.startswith("NEW-")})
+    dec.loc[dec["proposed"] == new_ids[0], ["decision", "identity"]] = ["change", "L-NEW-A"]
+    dec.to_csv(tmp_path / "decisions.csv", index=False)
+    code = cli.main(["census", "apply-review", str(tmp_path / "decisions.csv"), "--gallery", str(gpath),
+                     "--root", str(season["root"])])
+    assert code == cli.EXIT_OK
+    g = Gallery.load(gpath)
+    assert len(g) == n_before + len(dec)
+    assert "L-NEW-A" in g.identities and new_ids[0] not in g.identities
+    assert set(new_ids[1:]) <= set(g.identities) and {"L-001", "L-002"} <= set(g.identities)
+    assert set(g.metadata["side"]) <= {"left", "right"}
+    backup = gpath.with_name(gpath.name + ".bak")
+    assert backup.read_bytes() == before and len(Gallery.load(backup)) == n_before
+    # applying the same decisions again adds nothing
+    from leopard_reid.census import apply_review
+
+    assert apply_review(tmp_path / "decisions.csv", gallery=gpath, root=season["root"])["added"] == 0
+
+
+def test_cli_shape():
+    from leopard_reid.cli import build_parser
+
+    p = build_parser()
+    a = p.parse_args(["census", "--detections", "md.json", "--gallery", "g", "--out", "o", "--min-conf", "0.3"])
+    assert a.detections == "md.json" and a.min_conf == 0.3 and a.census_command is None
+    b = p.parse_args(["census", "apply-review", "d.csv", "--gallery", "g", "--root", "r"])
+    assert b.census_command == "apply-review" and b.decisions == "d.csv" and b.review_gallery == "g"
