@@ -1,0 +1,210 @@
+"""Tests for leopard_reid.local: RootSIFT features, LNBNN matcher, geometric verification."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from leopard_reid.local import (
+    LocalFeatures,
+    LocalMatcher,
+    Verification,
+    extract_features,
+    pack_features,
+    unpack_features,
+    verify,
+)
+
+LEOPARDTRAILS = Path(__file__).resolve().parents[2] / "shared/data/leopardtrails"
+
+
+def spot_pattern(seed: int, size: tuple[int, int] = (360, 240), n_spots: int = 140) -> np.ndarray:
+    """Random leopard-like pattern: dark ellipses (some as open rosettes) on a textured tan background.
+
+    Different seeds give different individuals with the same spot density and size distribution.
+    """
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = np.array([196, 160, 110], np.float64)
+    shade = cv2.resize(rng.normal(0, 12, (6, 9)), (w, h), interpolation=cv2.INTER_CUBIC)
+    img = base[None, None, :] + shade[:, :, None] + rng.normal(0, 4, (h, w, 1))
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    for _ in range(n_spots):
+        c = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
+        axes = (int(rng.uniform(3, 11)), int(rng.uniform(2, 7)))
+        ang = float(rng.uniform(0, 180))
+        colour = tuple(int(v) for v in rng.uniform(15, 55, 3))
+        thick = -1 if rng.random() < 0.7 else 2
+        cv2.ellipse(img, c, axes, ang, 0, 360, colour, thick, lineType=cv2.LINE_AA)
+    return img
+
+
+def warp(img: np.ndarray, angle: float = 12.0, scale: float = 0.7, seed: int = 0) -> np.ndarray:
+    """Another 'photo' of the same animal: rotated, rescaled, re-lit, blurred, noisy."""
+    rng = np.random.default_rng(seed)
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    out = cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+    out = cv2.resize(out, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA)
+    out = cv2.GaussianBlur(out, (3, 3), 0.8)
+    out = out.astype(np.float64) * 0.85 + 12 + rng.normal(0, 3, out.shape)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def gallery() -> tuple[list[LocalFeatures], list[str], list[LocalFeatures]]:
+    """8 synthetic individuals in the gallery; one warped re-sighting of each as queries."""
+    images = [spot_pattern(100 + i) for i in range(8)]
+    feats = [extract_features(im) for im in images]
+    queries = [
+        extract_features(warp(im, angle=8.0 * (i - 4), scale=0.6 + 0.05 * i, seed=i)) for i, im in enumerate(images)
+    ]
+    return feats, [f"leo{i}" for i in range(8)], queries
+
+
+def test_extract_features_shapes_and_frame() -> None:
+    img = spot_pattern(1)
+    f = extract_features(img, max_keypoints=300)
+    assert isinstance(f, LocalFeatures)
+    assert f.image_size == (360, 240)
+    assert f.keypoints.dtype == np.float32 and f.keypoints.shape[1] == 4
+    assert f.descriptors.dtype == np.uint8 and f.descriptors.shape == (len(f), 128)
+    assert 50 <= len(f) <= 300
+    # PIL input gives the same features as the array
+    g = extract_features(Image.fromarray(img), max_keypoints=300)
+    np.testing.assert_array_equal(f.descriptors, g.descriptors)
+
+
+def test_small_image_upscaled_keypoints_in_input_frame() -> None:
+    small = cv2.resize(spot_pattern(2), (48, 32), interpolation=cv2.INTER_AREA)
+    f = extract_features(small)
+    assert f.image_size == (48, 32)
+    assert len(f) > 0
+    assert f.keypoints[:, 0].min() >= -1 and f.keypoints[:, 0].max() <= 48
+    assert f.keypoints[:, 1].min() >= -1 and f.keypoints[:, 1].max() <= 32
+    # the same pattern at 4x resolution puts keypoints at 4x the coordinates (frame bookkeeping)
+    big = extract_features(cv2.resize(small, (192, 128), interpolation=cv2.INTER_CUBIC), min_side=0)
+    v = verify(f, big)
+    assert v.n_inliers >= 4
+    ratio = np.median(v.candidate_points / np.maximum(v.query_points, 1.0), axis=0)
+    assert np.allclose(ratio, 4.0, rtol=0.25)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((200, 300, 3), 128, np.uint8),
+        np.zeros((3, 3), np.uint8),
+        np.zeros((0, 0, 3), np.uint8),
+        Image.new("L", (5, 400)),
+        Image.new("RGBA", (64, 64)),
+    ],
+)
+def test_blank_or_tiny_image_gives_empty_features(image: object) -> None:
+    f = extract_features(image)
+    assert len(f) == 0
+    assert f.keypoints.shape == (0, 4) and f.descriptors.shape == (0, 128)
+    v = verify(f, extract_features(spot_pattern(3)))
+    assert isinstance(v, Verification) and v.n_inliers == 0 and v.score == 0.0
+
+
+def test_pack_unpack_roundtrip_bit_exact(tmp_path: Path) -> None:
+    feats = [
+        extract_features(spot_pattern(4)),
+        extract_features(np.zeros((10, 10), np.uint8)),
+        extract_features(spot_pattern(5, size=(120, 90))),
+    ]
+    packed = pack_features(feats)
+    np.savez(tmp_path / "f.npz", **packed)
+    with np.load(tmp_path / "f.npz", allow_pickle=False) as z:
+        back = unpack_features(z)
+    assert len(back) == len(feats)
+    for a, b in zip(feats, back):
+        assert a.image_size == b.image_size
+        assert a.keypoints.dtype == b.keypoints.dtype and a.descriptors.dtype == b.descriptors.dtype
+        assert a.keypoints.tobytes() == b.keypoints.tobytes()
+        assert a.descriptors.tobytes() == b.descriptors.tobytes()
+    assert unpack_features(pack_features([])) == []
+
+
+def test_verify_accepts_same_rejects_lookalike() -> None:
+    a = spot_pattern(10)
+    fa = extract_features(a)
+    same = verify(extract_features(warp(a, angle=20, scale=0.6)), fa)
+    other = verify(extract_features(warp(spot_pattern(11), angle=20, scale=0.6)), fa)
+    assert same.n_inliers >= 20
+    assert other.n_inliers <= max(6, same.n_inliers // 5)
+    assert same.score > 4 * max(other.score, 1.0)
+    assert same.query_points.shape == (same.n_inliers, 2) == same.candidate_points.shape
+    assert same.query_points.dtype == np.float32
+    # deterministic
+    again = verify(extract_features(warp(a, angle=20, scale=0.6)), fa)
+    assert (again.n_matches, again.n_inliers, again.score) == (same.n_matches, same.n_inliers, same.score)
+    np.testing.assert_array_equal(again.query_points, same.query_points)
+
+
+def test_matcher_finds_individual(gallery) -> None:
+    feats, labels, queries = gallery
+    for verification in (False, True):
+        m = LocalMatcher(verification=verification).fit(feats, labels)
+        s = m.score_many(queries)
+        assert s.shape == (len(queries), len(feats)) and s.dtype == np.float64
+        np.testing.assert_array_equal(np.argmax(s, axis=1), np.arange(len(queries)))
+    # single-query API agrees with the batched one
+    np.testing.assert_allclose(m.score(queries[3]), s[3])
+
+
+def test_matcher_exclude_and_candidates(gallery) -> None:
+    feats, labels, queries = gallery
+    # gallery holds the query's own image plus a re-sighting: leave-one-out must find the re-sighting
+    m = LocalMatcher(shortlist=2).fit(feats + [queries[0]], labels + ["leo0"])
+    s = m.score(feats[0], exclude=0)
+    assert s[0] < s.min(initial=np.inf, where=np.arange(len(s)) != 0) + 1e-12
+    assert int(np.argmax(s)) == len(feats)
+    s_all = m.score_many([feats[0], feats[1]], exclude=[0, None])
+    np.testing.assert_allclose(s_all[0], s)
+    assert int(np.argmax(s_all[1])) == 1
+    # candidates outside the shortlist get verified too (verified score > 1, unverified <= 1)
+    m1 = LocalMatcher(shortlist=0).fit(feats, labels)
+    plain = m1.score(queries[5])
+    assert plain.max() <= 1.0 + 1e-9
+    with_c = m1.score(queries[5], candidates=[5, 6])
+    assert with_c[5] > 1.0 and int(np.argmax(with_c)) == 5
+
+
+def test_matcher_empty_query_and_unfitted(gallery) -> None:
+    feats, labels, _ = gallery
+    with pytest.raises(RuntimeError):
+        LocalMatcher().score(feats[0])
+    m = LocalMatcher().fit(feats, labels)
+    empty = extract_features(np.zeros((50, 50), np.uint8))
+    s = m.score(empty)
+    assert s.shape == (len(feats),) and np.all(s == 0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LEOPARDTRAILS.is_dir(), reason="leopardtrails data not available")
+def test_leopardtrails_leave_one_out() -> None:
+    with open(LEOPARDTRAILS / "metadata.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    labels = [r["identity"] for r in rows]
+    feats = [extract_features(Image.open(LEOPARDTRAILS / r["path"]).convert("RGB")) for r in rows]
+    counts = Counter(labels)
+    queries = [i for i, lab in enumerate(labels) if counts[lab] > 1]
+    m = LocalMatcher().fit(feats, labels)
+    scores = m.score_many([feats[i] for i in queries], exclude=queries)
+    lab = np.asarray(labels)
+    hits = 0
+    for row, qi in zip(scores, queries):
+        row = row.copy()
+        row[qi] = -np.inf
+        true_best = row[(lab == lab[qi]) & (np.arange(len(lab)) != qi)].max()
+        best_other = row[lab != lab[qi]].max()
+        hits += bool(true_best > best_other)
+    assert hits / len(queries) >= 0.64
