@@ -215,7 +215,10 @@ class Embedder:
         show = self.progress
         if show is None:
             show = sys.stderr.isatty() and n > self.batch_size
-        from tqdm.auto import tqdm
+        if show:
+            from tqdm.auto import tqdm
+        else:
+            from tqdm import tqdm
 
         bar = tqdm(total=n, desc="embedding", unit="img", disable=not show)
         with torch.inference_mode():

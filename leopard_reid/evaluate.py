@@ -127,7 +127,38 @@ def leave_one_out_scores(
     same = (labels[:, None] == labels[None, :]) & allowed
     np.fill_diagonal(same, False)
     queries = np.flatnonzero(same.any(1))
+    if method == "fused" and calibration is None and gallery.calibration is None:
+        ps.final = _cross_fitted_fusion(ps, labels, queries)
     return ps, queries
+
+
+def _cross_fitted_fusion(ps: PairScores, labels: np.ndarray, queries: np.ndarray, n_folds: int = 5) -> np.ndarray:
+    """Fused scores where each query's fusion was fitted on the other queries' identities only.
+
+    The fusion weights are learned from labelled pairs (as ``calibrate`` does on a gallery), but never from
+    the query's own individual, so the leave-one-out figure stays honest. Falls back to the default
+    calibration when a fold lacks same- or different-individual pairs.
+    """
+    from .match import DEFAULT_CALIBRATION, fit_fusion, pair_features
+
+    final = ps.final.copy()
+    ids = sorted(set(labels[queries]))
+    fold_of = {ident: k % n_folds for k, ident in enumerate(ids)}
+    folds = np.array([fold_of[labels[q]] for q in queries])
+    mask = np.isfinite(ps.cosine)
+    for k in range(n_folds):
+        test, train = queries[folds == k], queries[folds != k]
+        if not len(test):
+            continue
+        x, y = pair_features(ps, labels, train)
+        try:
+            coef, intercept = fit_fusion(x, y)
+            cal = Calibration(coef=coef, intercept=intercept)
+        except ValueError:
+            cal = DEFAULT_CALIBRATION
+        local = np.where(mask[test], ps.local[test], 0.0)
+        final[test] = np.where(mask[test], cal.probability(ps.cosine[test], local), -np.inf)
+    return final
 
 
 def evaluate(
@@ -143,7 +174,9 @@ def evaluate(
     """Leave-one-out evaluation of ``method`` on a labelled table (``path``, ``identity``, optional
     ``bbox``/``side``) or CSV file (paths relative to ``root``, default the CSV's folder).
 
-    Unreadable images are skipped with a warning and counted in ``n_failed``. Pass ``features`` (from
+    ``fused`` without a ``calibration`` fits its fusion cross-validated (5 folds by identity: a query's own
+    individual never trains the weights it is scored with). Unreadable images are skipped with a warning and
+    counted in ``n_failed``. Pass ``features`` (from
     ``Embedder.describe(..., local=True)``) to compare methods without re-embedding.
     """
     from .embed import Embedder

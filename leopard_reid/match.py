@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .embed import Embedder, Features
     from .local import LocalMatcher
 
-__all__ = ["METHODS", "Calibration", "Matcher", "PairScores", "calibrate", "match"]
+__all__ = ["METHODS", "Calibration", "Matcher", "PairScores", "calibrate", "fit_fusion", "match", "pair_features"]
 
 Method = Literal["global", "local", "fused"]
 METHODS: tuple[str, ...] = ("global", "local", "fused")
@@ -54,6 +54,7 @@ class Calibration:
     auroc: float | None = None
     n_pairs: int = 0
     source: str = "default"
+    method: str = "fused"
 
     def probability(self, cosine: np.ndarray, local: np.ndarray) -> np.ndarray:
         z = self.intercept + self.coef[0] * np.asarray(cosine) + self.coef[1] * np.log1p(np.maximum(local, 0))
@@ -70,9 +71,11 @@ class Calibration:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-#: Fitted with ``calibrate`` on a synthetic population (benchmarks/bench_match.py --fit-default);
-#: replace it with one fitted on your own labelled gallery (``leopard_reid.calibrate``).
-DEFAULT_CALIBRATION = Calibration(coef=(4.0, 2.5), intercept=-8.0, source="default")
+#: ``calibrate`` on a synthetic population (40 x 4, seed 0) gave coef (-0.61, 4.82), intercept -8.52; the
+#: cosine weight is set to 0 because synthetic coats make the global embedding look more useful than it is
+#: on real leopards. P(same) = 0.5 needs a verified keypoint score of about 5 (a handful of consistent
+#: rosette correspondences). Fit your own with ``leopard_reid.calibrate`` on a labelled gallery.
+DEFAULT_CALIBRATION = Calibration(coef=(0.0, 4.8), intercept=-8.5, source="default")
 
 
 @dataclass
@@ -199,7 +202,7 @@ class Matcher:
         """The new-individual threshold in use: the one given, the calibrated one, or None."""
         if new_threshold is not None:
             return float(new_threshold)
-        if self.method == "fused":
+        if self.method == "fused" or self.calibration_.method == self.method:
             return self.calibration_.threshold
         return None
 
@@ -296,7 +299,6 @@ def calibrate(
     threshold (balanced error, or the lowest with false-match rate <= ``max_false_match``) and its
     expected false-new / false-match rates. Store the result with ``gallery.calibration = cal.to_dict()``.
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
     from .embed import Features
@@ -320,21 +322,9 @@ def calibrate(
     coef, intercept = DEFAULT_CALIBRATION.coef, DEFAULT_CALIBRATION.intercept
     n_pairs = 0
     if method == "fused":
-        xs, ys = [], []
-        for i in queries:
-            valid = np.isfinite(ps.cosine[i])
-            order = np.argsort(-np.where(valid, ps.final[i], -np.inf))[: max(10, shortlist)]
-            pos = np.flatnonzero(same[i] & valid)
-            pairs = np.unique(np.r_[order[valid[order]], pos])
-            pairs = pairs[pairs != i]
-            xs.append(np.c_[ps.cosine[i, pairs], np.log1p(np.maximum(ps.local[i, pairs], 0))])
-            ys.append(same[i, pairs])
-        x, y = np.concatenate(xs), np.concatenate(ys)
+        x, y = pair_features(ps, labels, queries, shortlist=shortlist)
         n_pairs = len(y)
-        if y.all() or not y.any():
-            raise GalleryError("calibration needs both same- and different-individual pairs")
-        lr = LogisticRegression(C=10.0, class_weight="balanced", max_iter=1000).fit(x, y)
-        coef, intercept = (float(lr.coef_[0, 0]), float(lr.coef_[0, 1])), float(lr.intercept_[0])
+        coef, intercept = fit_fusion(x, y)
         matcher.calibration_ = Calibration(coef=coef, intercept=intercept)
         ps = matcher.scores(feats, exclude=list(range(n)))
     final = ps.final
@@ -343,7 +333,8 @@ def calibrate(
     y_true = np.r_[np.ones(len(known)), np.zeros(len(new))]
     s_all = np.r_[known, new]
     auroc = float(roc_auc_score(y_true, s_all))
-    cands = np.unique(s_all[np.isfinite(s_all)])
+    u = np.unique(s_all[np.isfinite(s_all)])
+    cands = np.r_[u[:1], (u[1:] + u[:-1]) / 2] if len(u) > 1 else u  # midpoints: a clean gap is split
     best_t, best_err = float(cands[0]) if len(cands) else 0.5, math.inf
     for t in cands:
         fnr, fmr = float(np.mean(known < t)), float(np.mean(new >= t))
@@ -365,4 +356,37 @@ def calibrate(
         auroc=auroc,
         n_pairs=n_pairs,
         source=f"calibrate(method={method!r}) on {n} exemplars",
+        method=method,
     )
+
+
+def pair_features(
+    scores: PairScores, labels: np.ndarray, queries: np.ndarray, *, shortlist: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training pairs for the fusion: each query with its top candidates (by keypoint score and by cosine)
+    and all its true matches. Returns ``x`` = (cosine, log1p(local)) per pair and ``y`` = same individual."""
+    labels = np.asarray(labels, dtype=object)
+    xs, ys = [], []
+    for i in queries:
+        valid = np.isfinite(scores.cosine[i])
+        same = (labels == labels[i]) & valid
+        same[i] = False
+        by_local = np.argsort(-np.where(valid, scores.local[i], -np.inf))[:shortlist]
+        by_cos = np.argsort(-scores.cosine[i])[:shortlist]
+        pairs = np.unique(np.r_[by_local, by_cos, np.flatnonzero(same)])
+        pairs = pairs[valid[pairs] & (pairs != i)]
+        xs.append(np.c_[scores.cosine[i, pairs], np.log1p(np.maximum(scores.local[i, pairs], 0))])
+        ys.append(same[pairs])
+    if not xs:
+        return np.zeros((0, 2)), np.zeros(0, bool)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def fit_fusion(x: np.ndarray, y: np.ndarray) -> tuple[tuple[float, float], float]:
+    """Logistic regression of same/different on (cosine, log1p(local)); returns ``(coef, intercept)``."""
+    from sklearn.linear_model import LogisticRegression
+
+    if y.all() or not y.any():
+        raise GalleryError("calibration needs both same- and different-individual pairs")
+    lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000).fit(x, y)
+    return (float(lr.coef_[0, 0]), float(lr.coef_[0, 1])), float(lr.intercept_[0])
