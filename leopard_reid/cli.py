@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_args(p, required=True)
     p.add_argument("--method", choices=METHODS, default="fused")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--open-set", choices=("identity", "time"), default=None,
+                   help="query/gallery split instead of leave-one-out: are never-seen individuals called new?")
     _add_model_args(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -235,6 +237,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     df, root = _read_table(args, require=("path", "identity"))
+    if args.open_set:
+        from .evaluate import evaluate_open_set
+
+        res = evaluate_open_set(df, method=args.method, split=args.open_set, embedder=_embedder(args), root=root)
+        print(json.dumps(res.to_dict()) if args.json else res)
+        return EXIT_OK
     result = evaluate(df, method=args.method, embedder=_embedder(args), root=root)
     if args.json:
         print(json.dumps(result.to_dict()))

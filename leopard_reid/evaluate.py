@@ -24,7 +24,7 @@ from .match import DEFAULT_METHOD, Calibration, Matcher, Method, PairScores, _ch
 if TYPE_CHECKING:
     from .embed import Embedder, Features
 
-__all__ = ["Evaluation", "evaluate", "leave_one_out_scores", "rank_metrics"]
+__all__ = ["Evaluation", "OpenSetEvaluation", "evaluate", "evaluate_open_set", "leave_one_out_scores", "rank_metrics"]
 
 
 @dataclass
@@ -229,6 +229,128 @@ def evaluate(
         per_query=per_query,
         n_failed=int((~features.valid).sum()),
     )
+
+
+@dataclass
+class OpenSetEvaluation:
+    """Results of :func:`evaluate_open_set`: how well the top score separates known from new individuals."""
+
+    method: str
+    split: str
+    auroc: float
+    top1_known: float
+    threshold: float
+    false_new_rate: float
+    false_match_rate: float
+    n_known_queries: int
+    n_new_queries: int
+    n_gallery: int
+    scores: pd.DataFrame = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items() if k != "scores"}
+
+
+def evaluate_open_set(
+    data: str | os.PathLike | pd.DataFrame,
+    *,
+    method: Method = DEFAULT_METHOD,
+    split: str = "identity",
+    fraction: float = 0.5,
+    seed: int = 0,
+    embedder: Embedder | None = None,
+    root: str | os.PathLike | None = None,
+    features: Features | None = None,
+    threshold: float | None = None,
+) -> OpenSetEvaluation:
+    """Query/gallery split for open-set checks: are never-seen individuals recognised as new?
+
+    ``split="identity"``: a random ``fraction`` of the individuals is enrolled with their first sighting of
+    each flank (by ``datetime`` when present); every other image is a query, of a known individual or of a
+    new one. ``split="time"``: the gallery is every image before the median ``datetime``; queries are
+    the later ones (a flank first seen later is new). Reports the AUROC of the top-1 score (known vs
+    new), top-1 accuracy on known queries, and error rates at ``threshold`` (default: the method's).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from .embed import Embedder
+    from .embed import Features as _F
+    from .match import Matcher
+
+    _check_method(method)
+    if not isinstance(data, pd.DataFrame):
+        root = root if root is not None else os.path.dirname(os.path.abspath(data))
+    df = read_metadata(data, require=("path", "identity"))
+    if features is None:
+        embedder = embedder or Embedder()
+        features = embedder.describe(df, root=root, local=method != "global", on_error="skip")
+    ok = features.valid
+    order = df.sort_values("datetime").index if "datetime" in df.columns else df.index
+    if split == "identity":
+        rng = np.random.default_rng(seed)
+        ids = np.array(sorted(df["identity"].unique()), dtype=object)
+        known = set(rng.choice(ids, max(1, round(fraction * len(ids))), replace=False).tolist())
+        sides = df["side"] if "side" in df.columns else pd.Series("unknown", index=df.index)
+        ranked = df.loc[order].assign(side=sides.loc[order])
+        first = ranked[ranked["identity"].isin(known)].groupby(["identity", "side"]).head(1).index
+        in_gallery = df.index.isin(first)
+    elif split == "time":
+        if "datetime" not in df.columns:
+            raise ValueError("split='time' needs a datetime column")
+        t = pd.to_datetime(df["datetime"])
+        in_gallery = (t < t.median()).to_numpy()
+        known = set(_flank_keys(df)[in_gallery])
+    else:
+        raise ValueError(f"split must be 'identity' or 'time', not {split!r}")
+    g_idx = np.flatnonzero(in_gallery & ok)
+    q_idx = np.flatnonzero(~in_gallery & ok)
+    sides = features.sides or ["unknown"] * len(df)
+    gallery = Gallery.from_embeddings(
+        features.embeddings[g_idx],
+        df["identity"].iloc[g_idx].tolist(),
+        metadata=pd.DataFrame({"path": df["path"].iloc[g_idx].to_numpy(), "side": [sides[i] for i in g_idx]}),
+        local=[features.local[i] for i in g_idx] if features.local is not None else None,
+    )
+    matcher = Matcher(method=method).fit(gallery)
+    sub = _F(
+        names=[features.names[i] for i in q_idx],
+        embeddings=features.embeddings[q_idx],
+        local=[features.local[i] for i in q_idx] if features.local is not None else None,
+        valid=np.ones(len(q_idx), bool),
+        sides=[sides[i] for i in q_idx],
+    )
+    ids, sc, _ = matcher.rank(matcher.scores(sub), top_k=1)
+    truth = df["identity"].iloc[q_idx].to_numpy(dtype=object)
+    keys = _flank_keys(df)[q_idx] if split == "time" else truth
+    is_known = np.array([k in known for k in keys])
+    top = sc[:, 0].astype(float)
+    auroc = float(roc_auc_score(is_known, top)) if is_known.any() and (~is_known).any() else float("nan")
+    thr = threshold if threshold is not None else matcher.threshold(None)
+    if thr is None:  # no calibrated threshold for this method: the balanced-error one, for reporting
+        u = np.unique(top)
+        errs = [(np.mean(top[is_known] < t) + np.mean(top[~is_known] >= t)) / 2 for t in u]
+        thr = float(u[int(np.argmin(errs))]) if len(u) else 0.0
+    return OpenSetEvaluation(
+        method=method,
+        split=split,
+        auroc=auroc,
+        top1_known=float(np.mean(ids[is_known, 0] == truth[is_known])) if is_known.any() else float("nan"),
+        threshold=float(thr),
+        false_new_rate=float(np.mean(top[is_known] < thr)) if is_known.any() else float("nan"),
+        false_match_rate=float(np.mean(top[~is_known] >= thr)) if (~is_known).any() else float("nan"),
+        n_known_queries=int(is_known.sum()),
+        n_new_queries=int((~is_known).sum()),
+        n_gallery=len(g_idx),
+        scores=pd.DataFrame({"query": sub.names, "identity": truth, "known": is_known, "top_identity": ids[:, 0],
+                             "top_score": top}),
+    )
+
+
+def _flank_keys(df: pd.DataFrame) -> np.ndarray:
+    """``identity`` or ``identity/side``: a flank seen before is known, the other flank is not (yet)."""
+    if "side" not in df.columns:
+        return df["identity"].astype(str).to_numpy(dtype=object)
+    return (df["identity"].astype(str) + "/" + df["side"].astype(str)).to_numpy(dtype=object)
 
 
 def to_json(result: Evaluation) -> str:

@@ -40,6 +40,18 @@ def test_evaluate_synthetic_methods(population, embedder):
     json.dumps(res["fused"].to_dict())
 
 
+def test_open_set_split_separates_known_from_new(population, embedder):
+    root, meta = population
+    feats = embedder.describe(meta, root=root, local=True)
+    res = lr.evaluate_open_set(meta, method="fused", root=root, features=feats, seed=1)
+    assert res.n_gallery == 8 and res.n_known_queries == 8 and res.n_new_queries == 16  # 4 of 8 enrolled
+    assert res.auroc >= 0.9 and res.top1_known >= 0.75
+    glob = lr.evaluate_open_set(meta, method="global", root=root, features=feats, seed=1)
+    assert glob.auroc < res.auroc
+    with pytest.raises(ValueError, match="split"):
+        lr.evaluate_open_set(meta, split="random", root=root, features=feats)
+
+
 @pytest.mark.slow
 def test_leopardtrails_default_method_beats_keypoint_baseline(leopardtrails, embedder):
     r = lr.evaluate(leopardtrails / "metadata.csv", embedder=embedder)
