@@ -71,11 +71,11 @@ class Calibration:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-#: ``calibrate`` on a synthetic population (40 x 4, seed 0) gave coef (-0.61, 4.82), intercept -8.52; the
-#: cosine weight is set to 0 because synthetic coats make the global embedding look more useful than it is
-#: on real leopards. P(same) = 0.5 needs a verified keypoint score of about 5 (a handful of consistent
-#: rosette correspondences). Fit your own with ``leopard_reid.calibrate`` on a labelled gallery.
-DEFAULT_CALIBRATION = Calibration(coef=(0.0, 4.8), intercept=-8.5, source="default")
+#: Set by hand between what ``calibrate`` fits on synthetic coats (where keypoints alone separate
+#: perfectly) and on the real leopardtrails crops (where a wrong individual often gets a few verified
+#: correspondences): P(same) = 0.5 at a keypoint score of about 5 for a cosine of 0.5. Real galleries should
+#: fit their own with ``leopard_reid.calibrate`` (or ``leopard-reid calibrate``).
+DEFAULT_CALIBRATION = Calibration(coef=(2.0, 4.5), intercept=-9.0, source="default")
 
 
 @dataclass
