@@ -147,7 +147,8 @@ class Embedder:
     @property
     def dim(self) -> int:
         """Embedding dimension."""
-        return int(getattr(self.model, "num_features", 0) or self.model(self._dummy()).shape[1])
+        head = getattr(self.model, "num_classes", 0)  # a fine-tuned projection head is timm's classifier
+        return int(head or getattr(self.model, "num_features", 0) or self.model(self._dummy()).shape[1])
 
     def _dummy(self) -> torch.Tensor:
         import torch
@@ -264,11 +265,12 @@ class Embedder:
         from .cache import file_key
 
         assert self.cache is not None
+        model_key = f"{self.weights_sha256}:{tuple(self.data_config['input_size'])}"
         keys: list[str | None] = []
         for r in records:
             try:
                 keys.append(
-                    file_key(r.source, model=self.weights_sha256, bbox=r.bbox, local=local_opts)
+                    file_key(r.source, model=model_key, bbox=r.bbox, local=local_opts)
                     if isinstance(r.source, (str, os.PathLike))
                     else None
                 )
