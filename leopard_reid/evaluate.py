@@ -161,6 +161,27 @@ def _cross_fitted_fusion(ps: PairScores, labels: np.ndarray, queries: np.ndarray
     return final
 
 
+def _labelled_features(
+    data: str | os.PathLike | pd.DataFrame,
+    *,
+    method: str,
+    embedder: Embedder | None,
+    root: str | os.PathLike | None,
+    features: Features | None,
+) -> tuple[pd.DataFrame, Features]:
+    """Read a labelled table (CSV paths relative to its folder by default) and describe it unless given."""
+    from .embed import Embedder
+
+    _check_method(method)
+    if not isinstance(data, pd.DataFrame):
+        root = root if root is not None else os.path.dirname(os.path.abspath(data))
+    df = read_metadata(data, require=("path", "identity"))
+    if features is None:
+        embedder = embedder or Embedder()
+        features = embedder.describe(df, root=root, local=method != "global", on_error="skip")
+    return df, features
+
+
 def evaluate(
     data: str | os.PathLike | pd.DataFrame,
     *,
@@ -179,16 +200,9 @@ def evaluate(
     counted in ``n_failed``. Pass ``features`` (from
     ``Embedder.describe(..., local=True)``) to compare methods without re-embedding.
     """
-    from .embed import Embedder
 
-    _check_method(method)
     t0 = time.perf_counter()
-    if not isinstance(data, pd.DataFrame):
-        root = root if root is not None else os.path.dirname(os.path.abspath(data))
-    df = read_metadata(data, require=("path", "identity"))
-    if features is None:
-        embedder = embedder or Embedder()
-        features = embedder.describe(df, root=root, local=method != "global", on_error="skip")
+    df, features = _labelled_features(data, method=method, embedder=embedder, root=root, features=features)
     if len(features) != len(df):
         raise ValueError(f"features describe {len(features)} images, the table has {len(df)}")
     labels = df["identity"].astype(str).to_numpy(dtype=object)
@@ -273,17 +287,10 @@ def evaluate_open_set(
     """
     from sklearn.metrics import roc_auc_score
 
-    from .embed import Embedder
     from .embed import Features as _F
     from .match import Matcher
 
-    _check_method(method)
-    if not isinstance(data, pd.DataFrame):
-        root = root if root is not None else os.path.dirname(os.path.abspath(data))
-    df = read_metadata(data, require=("path", "identity"))
-    if features is None:
-        embedder = embedder or Embedder()
-        features = embedder.describe(df, root=root, local=method != "global", on_error="skip")
+    df, features = _labelled_features(data, method=method, embedder=embedder, root=root, features=features)
     ok = features.valid
     order = df.sort_values("datetime").index if "datetime" in df.columns else df.index
     if split == "identity":

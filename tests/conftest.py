@@ -36,7 +36,7 @@ def leopardtrails() -> Path:
     return SHARED
 
 
-def spots(seed: int, size: tuple[int, int] = (240, 180), n: int = 45) -> np.ndarray:
+def spots(seed: int, size: tuple[int, int] = (200, 150), n: int = 40) -> np.ndarray:
     """A random dark-spot pattern on a tawny ground, RGB uint8 (a cheap stand-in for a coat)."""
     import cv2
 

@@ -15,22 +15,11 @@ from PIL import Image
 
 from leopard_reid.cli import EXIT_FAIL, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, main
 from leopard_reid.gallery import Gallery
+from tests.conftest import spots
 
 pytestmark = pytest.mark.filterwarnings("ignore:skipped .* image")
 
 
-def spots(seed: int, size: tuple[int, int] = (200, 150), n: int = 40) -> np.ndarray:
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    w, h = size
-    img = np.empty((h, w, 3), np.uint8)
-    img[:] = (200, 160, 100)
-    for _ in range(n):
-        c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
-        ax = (int(rng.integers(3, 9)), int(rng.integers(3, 9)))
-        cv2.ellipse(img, c, ax, float(rng.uniform(0, 180)), 0, 360, (40, 30, 20), -1, cv2.LINE_AA)
-    return img
 
 
 def run(argv: list[str]) -> int:

@@ -31,10 +31,10 @@ def test_paths_pil_arrays_and_tables_agree(embedder, tmp_path):
 
 def test_bbox_crops_before_embedding(embedder, tmp_path):
     big = np.full((400, 600, 3), 90, np.uint8)
-    big[100:280, 200:440] = spots(5)
+    big[100:280, 200:440] = spots(5, (240, 180))
     Image.fromarray(big).save(tmp_path / "frame.png")
     table = pd.DataFrame({"path": ["frame.png"], "bbox": ["[200, 100, 240, 180]"]})
-    np.testing.assert_allclose(embedder.embed(table, root=tmp_path), embedder.embed([spots(5)]), atol=1e-5)
+    np.testing.assert_allclose(embedder.embed(table, root=tmp_path), embedder.embed([spots(5, (240, 180))]), atol=1e-5)
 
 
 def test_grey_images_are_handled(embedder):

@@ -17,24 +17,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from leopard_reid.io import ImageError, MetadataError, as_records, load_image, parse_bbox, read_metadata
+from tests.conftest import spots
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 # ---------------------------------------------------------------------- helpers
-def spots(seed: int, size: tuple[int, int] = (200, 150), n: int = 40) -> np.ndarray:
-    """A random dark-spot pattern on a tawny ground (RGB uint8): has keypoints, cheap to draw."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    w, h = size
-    img = np.empty((h, w, 3), np.uint8)
-    img[:] = (200, 160, 100)
-    for _ in range(n):
-        c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
-        ax = (int(rng.integers(3, 9)), int(rng.integers(3, 9)))
-        cv2.ellipse(img, c, ax, float(rng.uniform(0, 180)), 0, 360, (40, 30, 20), -1, cv2.LINE_AA)
-    return img
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:
