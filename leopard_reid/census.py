@@ -1200,6 +1200,7 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--review-images", type=int, default=1000, help="rows of review.html with pictures")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None)
+    p.add_argument("--checkpoint", default=None, help="the fine-tuned checkpoint the gallery was built with")
     p.set_defaults(func=_cmd_census)
     inner = p.add_subparsers(dest="census_command", metavar="apply-review", required=False)
     a = inner.add_parser("apply-review", help="add the confirmed identities of decisions.csv to the gallery")
@@ -1207,6 +1208,8 @@ def register_cli(sub: Any) -> None:
     a.add_argument("--gallery", dest="review_gallery", required=True)
     a.add_argument("--root", dest="review_root", default=None,
                    help="folder the detections' paths are relative to (default: the CSV's folder)")
+    a.add_argument("--checkpoint", dest="review_checkpoint", default=None,
+                   help="the fine-tuned checkpoint the gallery was built with")
     a.set_defaults(func=_cmd_apply_review)
 
 
@@ -1223,8 +1226,8 @@ def _cmd_census(args: Any) -> int:
               "--gallery G)", file=sys.stderr)
         return EXIT_USAGE
     gallery = Gallery.load(args.gallery)
-    embedder = Embedder(gallery.backbone or "efficientnet_lite0", device=args.device, batch_size=args.batch_size,
-                        progress=False)
+    embedder = Embedder(gallery.backbone or "efficientnet_lite0", checkpoint=args.checkpoint, device=args.device,
+                        batch_size=args.batch_size, progress=False)
     res = run_census(
         args.detections, gallery=gallery, root=args.root, sightings=args.sightings, cameras=args.cameras,
         out=args.out, min_conf=args.min_conf, occasion_days=args.occasion_days, burst_seconds=args.burst_seconds,
@@ -1245,7 +1248,12 @@ def _cmd_census(args: Any) -> int:
 def _cmd_apply_review(args: Any) -> int:
     from .cli import EXIT_OK
 
-    s = apply_review(args.decisions, gallery=args.review_gallery, root=args.review_root)
+    embedder = None
+    if args.review_checkpoint:
+        from .embed import Embedder
+
+        embedder = Embedder(checkpoint=args.review_checkpoint, progress=False)
+    s = apply_review(args.decisions, gallery=args.review_gallery, root=args.review_root, embedder=embedder)
     new = ", ".join(s["new_individuals"]) or "none"
     print(f"{args.review_gallery}: +{s['added']} exemplar(s), new individuals: {new}; {s['skipped']} row(s) "
           f"skipped; previous version kept as {args.review_gallery}.bak")
