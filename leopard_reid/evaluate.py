@@ -8,7 +8,6 @@ curve, and counts. With known flank sides, a query is only compared with the sam
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -360,5 +359,3 @@ def _flank_keys(df: pd.DataFrame) -> np.ndarray:
     return (df["identity"].astype(str) + "/" + df["side"].astype(str)).to_numpy(dtype=object)
 
 
-def to_json(result: Evaluation) -> str:
-    return json.dumps(result.to_dict())
