@@ -101,6 +101,9 @@ def main() -> None:
         ("Embedder + cache, re-run", t_again),
     ]:
         print(f"{name:<44}{secs:>9.2f}{n / secs:>9.1f}{t_naive / secs:>9.2f}{100 * n / secs / COMPUTE_LIMIT:>8.0f}%")
+    import resource
+
+    print(f"peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     print(f"mean cosine Embedder vs naive: {cos:.4f}; cache re-run vs first: "
           f"{float(np.mean(np.sum(again * fast, axis=1))):.4f}; re-run speed-up {t_first / t_again:.1f}x")
 
