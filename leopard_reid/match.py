@@ -225,8 +225,8 @@ def match(
     Columns: ``query`` (the path as given), ``rank`` (1..k), ``identity``, ``score`` (higher = more
     similar; P(same individual) for ``fused``), ``exemplar`` (the best gallery image of that identity),
     ``cosine`` and ``local`` (the two kinds of evidence; NaN where not computed), and ``decision``
-    (``match``/``new`` on rank 1 and below, when a threshold is known: ``new_threshold``, else the
-    calibrated one for ``fused``). Queries that could not be read are skipped with ``on_error="skip"``
+    on the rank-1 row (``match`` or ``new``, when a threshold is known: ``new_threshold``, else the
+    calibrated one for ``fused``; empty on lower ranks). Queries that could not be read are skipped with ``on_error="skip"``
     (with a warning naming each file; ``result.attrs["errors"]`` lists them as
     :class:`~leopard_reid.ImageError`), else raise :class:`~leopard_reid.ImageError`.
     """
@@ -278,7 +278,7 @@ def _rows(
                     "exemplar": paths[j],
                     "cosine": float(ps.cosine[i, j]),
                     "local": float(ps.local[i, j]) if ps.local is not None else float("nan"),
-                    "decision": decision,
+                    "decision": decision if r == 0 else None,
                 }
             )
     return pd.DataFrame(rows, columns=cols)
