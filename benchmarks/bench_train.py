@@ -12,8 +12,10 @@ Protocol: :func:`leopard_reid.synthetic.generate` draws a training population (`
 Both the ImageNet weights (``Embedder()``) and the fine-tuned checkpoint (``Embedder(checkpoint=...)``)
 are scored with ``leopard_reid.evaluate(test_csv, method="global")``: leave-one-out, label = identity,
 side-aware (a query is compared with same-side images), top-1 by best exemplar. Seconds per epoch are
-wall-clock training seconds (validation separate) on this machine's CPU, with 1 torch thread by default
-(on a 2-core CPU shared with other jobs, 2 OpenMP threads were slower).
+wall-clock training seconds (validation separate) on this machine's CPU, with 2 torch threads by default
+(on a quiet 2-core CPU one step of batch 16 took 0.7 s with 2 threads, 1.2 s with 1; on a CPU shared with
+other jobs, 2 OpenMP threads were slower: pass ``--threads 1`` there). ``--head-lr-factor``,
+``--warmup-epochs``, ``--min-lr-ratio``, ``--margin``, ``--scale``, ``--sub-centers`` override TrainConfig.
 """
 
 from __future__ import annotations
@@ -59,9 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=0, help="0: the backbone's pretrained size (224)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--head-lr-factor", type=float, default=None, help="head lr = lr x this (default: TrainConfig's)")
+    ap.add_argument("--warmup-epochs", type=float, default=None, help="linear warmup (default: TrainConfig's)")
+    ap.add_argument("--min-lr-ratio", type=float, default=None, help="cosine floor (default: TrainConfig's)")
+    ap.add_argument("--margin", type=float, default=None, help="ArcFace margin in rad (default: the loss's)")
+    ap.add_argument("--scale", type=float, default=None, help="ArcFace scale (default: TrainConfig's)")
+    ap.add_argument("--sub-centers", type=int, default=None, help="ArcFace sub-centres per class")
     ap.add_argument("--val-fraction", type=float, default=0.0,
                     help="individuals held out for per-epoch validation (0: train on all, keep the last epoch)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a shared 2-core CPU)")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch threads (2 on a quiet 2-core CPU; 1 can be faster when the CPU is busy)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=None, help="folder for the generated images (default: a temporary one)")
     ap.add_argument("--out", default=None, help="checkpoint folder (default: inside --data)")
@@ -98,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     before = score(base, test_dir / "metadata.csv")
     print(f"ImageNet weights, test: {before}", flush=True)
 
+    extra = {k: v for k, v in (("head_lr_factor", args.head_lr_factor), ("warmup_epochs", args.warmup_epochs),
+                                ("min_lr_ratio", args.min_lr_ratio), ("margin", args.margin),
+                                ("scale", args.scale), ("sub_centers", args.sub_centers)) if v is not None}
     config = TrainConfig(
+        **extra,
         epochs=args.epochs, loss=args.loss, embedding_size=args.embedding_size, image_size=args.image_size or None,
         batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed, device="cpu",
         threads=args.threads, num_workers=0, patience=0, progress=sys.stderr.isatty(),
