@@ -226,8 +226,8 @@ def match(
     similar; P(same individual) for ``fused``), ``exemplar`` (the best gallery image of that identity),
     ``cosine`` and ``local`` (the two kinds of evidence; NaN where not computed), and ``decision``
     on the rank-1 row (``match`` or ``new``, when a threshold is known: ``new_threshold``, else the
-    calibrated one for ``fused``; empty on lower ranks). Queries that could not be read are skipped with ``on_error="skip"``
-    (with a warning naming each file; ``result.attrs["errors"]`` lists them as
+    calibrated one for ``fused``; empty on lower ranks). Queries that could not be read are skipped with
+    ``on_error="skip"`` (with a warning naming each file; ``result.attrs["errors"]`` lists them as
     :class:`~leopard_reid.ImageError`), else raise :class:`~leopard_reid.ImageError`.
     """
     from .embed import Embedder
