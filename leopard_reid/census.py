@@ -243,19 +243,26 @@ def _pixel_box(box: Sequence[float], fmt: str, size: tuple[int, int]) -> tuple[i
     return (xi, yi, max(1, int(math.ceil(x1)) - xi), max(1, int(math.ceil(y1)) - yi))
 
 
-def _read_sightings(sightings: str | os.PathLike | pd.DataFrame | None) -> dict[str, dict[str, Any]]:
+def _table(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
+    """A CSV (all columns as text) or a copy of a DataFrame, with lower-case stripped column names."""
     import pandas as pd
+
+    if isinstance(source, pd.DataFrame):
+        df = source.copy()
+    else:
+        try:
+            df = pd.read_csv(source, dtype=str, keep_default_na=False)
+        except FileNotFoundError:
+            raise CensusError(f"{source}: file not found") from None
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    return df
+
+
+def _read_sightings(sightings: str | os.PathLike | pd.DataFrame | None) -> dict[str, dict[str, Any]]:
 
     if sightings is None:
         return {}
-    if isinstance(sightings, pd.DataFrame):
-        df = sightings.copy()
-    else:
-        try:
-            df = pd.read_csv(sightings, dtype=str, keep_default_na=False)
-        except FileNotFoundError:
-            raise CensusError(f"{sightings}: file not found") from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
+    df = _table(sightings)
     if "path" not in df.columns:
         raise CensusError(f"sightings table needs a 'path' column (path,camera,datetime[,side]); found {list(df)}")
     out: dict[str, dict[str, Any]] = {}
@@ -271,18 +278,10 @@ def _read_sightings(sightings: str | os.PathLike | pd.DataFrame | None) -> dict[
 
 
 def _read_cameras(cameras: str | os.PathLike | pd.DataFrame | None) -> pd.DataFrame | None:
-    import pandas as pd
 
     if cameras is None:
         return None
-    if isinstance(cameras, pd.DataFrame):
-        df = cameras.copy()
-    else:
-        try:
-            df = pd.read_csv(cameras, dtype=str, keep_default_na=False)
-        except FileNotFoundError:
-            raise CensusError(f"{cameras}: file not found") from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
+    df = _table(cameras)
     missing = [c for c in ("camera", "x", "y") if c not in df.columns]
     if missing:
         raise CensusError(f"cameras table needs camera,x,y[,usage]; missing {', '.join(missing)}")
