@@ -31,8 +31,9 @@ other images of the query's side): the global ImageNet embedding (tf_efficientne
 cosine 1-NN) reaches top-1 0.18 / 0.14 / 0.13 for seeds 0 / 1 / 2 (0.12 / 0.09 / 0.11 when the other
 flanks stay in the gallery), while RootSIFT + ratio test + RANSAC keypoint matching (FLANN 2-NN, RANSAC
 similarity, score = inliers) reaches 0.975 / 1.00 / 0.99.  So the global CNN struggles (real leopards:
-0.04-0.13) while the spot pattern itself stays matchable.  Generating the 160 images takes about 8 s on
-2 CPU cores.
+0.04-0.13) while the spot pattern itself stays matchable.  Through the library
+(``leopard-reid evaluate --method global``, seed 0): top-1 0.225; ``fused``: 1.000.  Generating the 160
+images takes about 8 s on 2 CPU cores.
 """
 
 from __future__ import annotations
