@@ -475,6 +475,26 @@ def _write_history(history: list[dict[str, Any]], path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ training
+def _config_threads(fn: Callable[..., Path]) -> Callable[..., Path]:
+    """Run ``fn(config, ...)`` with ``config.threads`` torch threads, restoring the caller's setting after."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(config: TrainConfig, *args: Any, **kwargs: Any) -> Path:
+        import torch
+
+        before = torch.get_num_threads()
+        if config.threads:
+            torch.set_num_threads(int(config.threads))
+        try:
+            return fn(config, *args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+
+    return wrapper
+
+
+@_config_threads
 def fine_tune(
     config: TrainConfig,
     metadata_df: pd.DataFrame | str | os.PathLike,
@@ -494,28 +514,6 @@ def fine_tune(
     continues an interrupted run in ``out`` from its last finished epoch (same config, ``epochs`` may grow).
     ``callback(record, model)`` is called after each epoch with that epoch's history row and the model.
     """
-    import torch
-
-    before = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
-    try:
-        return _fine_tune(config, metadata_df, root=root, out=out, val=val, resume=resume, callback=callback)
-    finally:
-        torch.set_num_threads(before)
-
-
-def _fine_tune(
-    config: TrainConfig,
-    metadata_df: pd.DataFrame | str | os.PathLike,
-    *,
-    root: str | os.PathLike | None = None,
-    out: str | os.PathLike = "leopard_reid_model",
-    val: pd.DataFrame | float | None = None,
-    resume: bool = False,
-    callback: Callable[[dict[str, Any], torch.nn.Module], None] | None = None,
-) -> Path:
-    """:func:`fine_tune` with the thread count already set."""
     import numpy as np
     import pandas as pd
     import torch
