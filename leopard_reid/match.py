@@ -325,8 +325,11 @@ def calibrate(
         x, y = pair_features(ps, labels, queries, shortlist=shortlist)
         n_pairs = len(y)
         coef, intercept = fit_fusion(x, y)
-        matcher.calibration_ = Calibration(coef=coef, intercept=intercept)
-        ps = matcher.scores(feats, exclude=list(range(n)))
+        mask = np.isfinite(ps.cosine)  # re-fuse the stored evidence; keypoint scoring is not repeated
+        fused = Calibration(coef=coef, intercept=intercept).probability(
+            np.where(mask, ps.cosine, 0.0), np.where(mask, ps.local, 0.0)
+        )
+        ps.final = np.where(mask, fused, -np.inf)
     final = ps.final
     known = np.array([np.max(final[i]) for i in queries])
     new = np.array([np.max(np.where(same[i], -np.inf, final[i])) for i in queries])
