@@ -176,22 +176,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     local = not args.no_local if existing is None else existing.local is not None
     feats = embedder.describe(df, root=root, local=local, on_error="skip")
     gallery = existing or Gallery(backbone=embedder.name, weights_sha256=embedder.weights_sha256)
-    import numpy as np
-
-    keep = np.flatnonzero(feats.valid)
-    if len(keep):
-        rows = df.iloc[keep].reset_index(drop=True)
-        gallery.add(
-            feats.embeddings[keep],
-            rows["identity"].tolist(),
-            metadata=rows,
-            local=[feats.local[i] for i in keep] if feats.local is not None else None,
-        )
+    before = len(gallery)
+    gallery.add_described(feats, df)
     if not len(gallery):
         write_errors(feats.errors, out.resolve().parent)
         raise CommandError("no readable image: nothing enrolled")
     gallery.save(out)
-    print(f"{out}: {len(gallery.identities)} individuals, {len(gallery)} exemplars (+{len(keep)})")
+    print(f"{out}: {len(gallery.identities)} individuals, {len(gallery)} exemplars (+{len(gallery) - before})")
     return EXIT_SKIPPED if write_errors(feats.errors, out.resolve().parent) else EXIT_OK
 
 

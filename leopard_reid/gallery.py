@@ -27,7 +27,7 @@ import pandas as pd
 from .io import parse_bbox
 
 if TYPE_CHECKING:
-    from .embed import Embedder
+    from .embed import Embedder, Features
     from .local import LocalFeatures
 
 __all__ = ["FORMAT_VERSION", "Gallery", "GalleryError", "search_scores", "top_identities"]
@@ -99,13 +99,20 @@ class Gallery:
             raise GalleryError("the metadata needs an 'identity' column to build a gallery")
         feats = embedder.describe(metadata, root=root, local=local, on_error=on_error)  # type: ignore[arg-type]
         gallery = cls(backbone=embedder.name, weights_sha256=embedder.weights_sha256)
-        keep = np.flatnonzero(feats.valid)
+        return gallery.add_described(feats, metadata)
+
+    def add_described(self, features: Features, metadata: pd.DataFrame) -> Gallery:
+        """Add the readable images of ``Embedder.describe(metadata, ...)`` (rows aligned with ``metadata``,
+        which needs ``identity``); failed images are left out. Returns self."""
+        keep = np.flatnonzero(features.valid)
+        if not len(keep):
+            return self
         rows = metadata.iloc[keep].reset_index(drop=True)
-        return gallery.add(
-            feats.embeddings[keep],
+        return self.add(
+            features.embeddings[keep],
             rows["identity"].astype(str).tolist(),
             metadata=rows,
-            local=[feats.local[i] for i in keep] if feats.local is not None else None,
+            local=[features.local[i] for i in keep] if features.local is not None else None,
         )
 
     @classmethod
