@@ -561,6 +561,32 @@ def _sighting(rng: np.random.Generator, sheet: np.ndarray, anchor: np.ndarray, b
 # --------------------------------------------------------------------------------------------------------
 
 
+def _flank_sheet(seed: int, individual: int, side: int, style: dict) -> tuple[np.ndarray, np.ndarray]:
+    """One flank's coat sheet and its anchor point: fixed per (seed, individual, side)."""
+    coat_rng = np.random.default_rng([seed, individual, side, 0])
+    sheet = _coat_sheet(coat_rng, style)
+    anchor = np.array(SHEET_SIZE, np.float64) / 2 + coat_rng.uniform(-0.06, 0.06, 2) * SHEET_SIZE
+    return sheet, anchor
+
+
+def _camera_scene(
+    seed: int,
+    cam: int,
+    unit: int,
+    palette: tuple[np.ndarray, np.ndarray],
+    size: tuple[int, int],
+    frame: bool,
+    frame_size: tuple[int, int],
+) -> np.ndarray:
+    """The fixed background of a camera unit (0: the station's camera, 1: its paired camera opposite)."""
+    scene_rng = np.random.default_rng([seed, 1 << 20, cam] + [unit] * unit)
+    if frame:
+        sw, sh = frame_size[0], frame_size[1] - _info_bar_height(frame_size[1])
+    else:
+        sw, sh = size[0] * 2, size[1] * 3 // 2
+    return _background(scene_rng, sw, sh, palette, scene_rng.uniform(0.45, 0.7))
+
+
 def generate(
     out_dir: str | Path,
     *,
@@ -575,6 +601,7 @@ def generate(
     start: datetime = datetime(2023, 6, 1),
     days: float = 90.0,
     n_cameras: int = 12,
+    paired_fraction: float = 0.0,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Write a synthetic camera-trap data set of leopard flanks to ``out_dir``; return its metadata.
@@ -585,6 +612,11 @@ def generate(
     or with ``frame=True`` full camera-trap frames of ``frame_size`` with the animal somewhere inside.
     A fraction ``night_fraction`` of photos are greyscale infrared night shots (with night-time clock).
     Times fall within ``days`` after ``start``; each animal visits a couple of ``n_cameras`` cameras.
+
+    Camera stations may be paired, as in Amur leopard surveys: with probability ``paired_fraction`` a
+    sighting also yields the opposite flank from the station's second camera 1-5 s later (an extra file
+    ``..._02p.jpg`` with the same ``sighting`` number). ``camera`` names the station, shared by both units,
+    which is the detector a capture-recapture analysis uses.
 
     Returns a DataFrame with columns ``path`` (POSIX, relative to ``out_dir``), ``identity``, ``side``,
     ``datetime`` (ISO ``YYYY-MM-DDTHH:MM:SS``), ``camera`` (``C01`` ...), ``bbox`` (JSON ``[x, y, w, h]``,
@@ -604,6 +636,10 @@ def generate(
         raise ValueError("night_fraction must be in [0, 1]")
     if n_cameras < 1:
         raise ValueError("n_cameras must be >= 1")
+    if not 0.0 <= paired_fraction <= 1.0:
+        raise ValueError("paired_fraction must be in [0, 1]")
+    if paired_fraction and len(set(sides)) < 2:
+        raise ValueError("paired_fraction needs both sides: a paired station photographs both flanks")
     size = (int(size[0]), int(size[1]))
     frame_size = (int(frame_size[0]), int(frame_size[1]))
     if min(size) < 32:
@@ -616,7 +652,7 @@ def generate(
     side_index = {"left": 0, "right": 1}
     rows: list[dict] = []
     palettes = _site_palettes(np.random.default_rng([seed, 1 << 20]), n_cameras)
-    scenes: dict[int, np.ndarray] = {}  # one fixed background per camera trap
+    scenes: dict[tuple[int, int], np.ndarray] = {}  # one fixed background per camera unit
     it = range(n_individuals)
     if progress:
         from tqdm.auto import tqdm
@@ -634,11 +670,6 @@ def generate(
         (out / identity).mkdir(exist_ok=True)
         for k in range(sightings_per_individual):
             side = str(flanks[k])
-            if side not in sheets:
-                coat_rng = np.random.default_rng([seed, i, side_index[side], 0])
-                sheet = _coat_sheet(coat_rng, style)
-                anchor = np.array(SHEET_SIZE, np.float64) / 2 + coat_rng.uniform(-0.06, 0.06, 2) * SHEET_SIZE
-                sheets[side] = (sheet, anchor)
             rng = np.random.default_rng([seed, i, k, 1])
             night = bool(rng.random() < night_fraction)
             day_off = int(rng.uniform(0, days))
@@ -647,24 +678,28 @@ def generate(
                     minutes=int(rng.integers(60)), seconds=int(rng.integers(60))))
             cam = int(home[int(rng.integers(len(home)))])
             camera = f"C{cam + 1:02d}"
-            stamp = when.strftime("%Y-%m-%dT%H:%M:%S")
-            caption = f"{camera}  {when:%Y-%m-%d %H:%M:%S}  {int(rng.integers(12, 30) - 8 * night)}C"
-            if cam not in scenes:
-                scene_rng = np.random.default_rng([seed, 1 << 20, cam])
-                if frame:
-                    sw, sh = frame_size[0], frame_size[1] - _info_bar_height(frame_size[1])
-                else:
-                    sw, sh = size[0] * 2, size[1] * 3 // 2
-                scenes[cam] = _background(scene_rng, sw, sh, palettes[cam], scene_rng.uniform(0.45, 0.7))
-            img, bbox, quality = _sighting(rng, *sheets[side], build, side, night, size, frame, frame_size, caption,
-                                           scenes[cam])
-            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
-            if not ok:  # pragma: no cover - cv2 always encodes a valid uint8 image
-                raise RuntimeError("JPEG encoding failed")
-            rel = f"{identity}/{identity}_{k + 1:02d}.jpg"
-            (out / rel).write_bytes(buf.tobytes())
-            rows.append({"path": rel, "identity": identity, "side": side, "datetime": stamp, "camera": camera,
-                         "bbox": json.dumps(bbox), "night": night, "jpeg_quality": quality, "sighting": k + 1})
+            shots = [(side, when, rng, 0, f"{identity}/{identity}_{k + 1:02d}.jpg")]
+            pair_rng = np.random.default_rng([seed, i, k, 3])
+            if paired_fraction and pair_rng.random() < paired_fraction:
+                other = "right" if side == "left" else "left"
+                later = when + timedelta(seconds=int(pair_rng.integers(1, 6)))
+                shots.append((other, later, pair_rng, 1, f"{identity}/{identity}_{k + 1:02d}p.jpg"))
+            for shot_side, shot_time, shot_rng, unit, rel in shots:
+                if shot_side not in sheets:
+                    sheets[shot_side] = _flank_sheet(seed, i, side_index[shot_side], style)
+                if (cam, unit) not in scenes:
+                    scenes[cam, unit] = _camera_scene(seed, cam, unit, palettes[cam], size, frame, frame_size)
+                stamp = shot_time.strftime("%Y-%m-%dT%H:%M:%S")
+                caption = f"{camera}  {shot_time:%Y-%m-%d %H:%M:%S}  {int(shot_rng.integers(12, 30) - 8 * night)}C"
+                img, bbox, quality = _sighting(shot_rng, *sheets[shot_side], build, shot_side, night, size, frame,
+                                               frame_size, caption, scenes[cam, unit])
+                ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+                if not ok:  # pragma: no cover - cv2 always encodes a valid uint8 image
+                    raise RuntimeError("JPEG encoding failed")
+                (out / rel).write_bytes(buf.tobytes())
+                rows.append({"path": rel, "identity": identity, "side": shot_side, "datetime": stamp,
+                             "camera": camera, "bbox": json.dumps(bbox), "night": night, "jpeg_quality": quality,
+                             "sighting": k + 1})
     df = pd.DataFrame(rows, columns=[*METADATA_COLUMNS, "night", "jpeg_quality", "sighting"])
     df["night"] = df["night"].astype(bool)
     df[METADATA_COLUMNS].to_csv(out / "metadata.csv", index=False)

@@ -163,10 +163,27 @@ def test_options(tmp_path):
     assert generate(tmp_path / "empty", n_individuals=0).empty
 
 
+def test_paired_stations(tmp_path):
+    df = generate(tmp_path, n_individuals=3, sightings_per_individual=4, seed=2, paired_fraction=1.0)
+    assert len(df) == 3 * 4 * 2
+    for _, visit in df.groupby(["identity", "sighting"]):
+        assert len(visit) == 2 and set(visit["side"]) == {"left", "right"} and visit["camera"].nunique() == 1
+        t = pd.to_datetime(visit["datetime"])
+        assert 1 <= abs((t.iloc[1] - t.iloc[0]).total_seconds()) <= 5
+        assert visit["night"].nunique() == 1
+    base = generate(tmp_path / "unpaired", n_individuals=3, sightings_per_individual=4, seed=2)
+    first = df[~df["path"].str.endswith("p.jpg")].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, base)  # the paired extra shots leave the main sightings unchanged
+    assert (tmp_path / first["path"][0]).read_bytes() == (tmp_path / "unpaired" / base["path"][0]).read_bytes()
+    some = generate(tmp_path / "half", n_individuals=6, sightings_per_individual=4, seed=2, paired_fraction=0.5)
+    assert 24 < len(some) < 48
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"sides": ("front",)}, {"sides": ()}, {"night_fraction": 1.5}, {"seed": -1}, {"size": (10, 10)},
-     {"n_cameras": 0}, {"n_individuals": -1}],
+     {"n_cameras": 0}, {"n_individuals": -1}, {"paired_fraction": 1.5},
+     {"paired_fraction": 0.5, "sides": ("left",)}],
 )
 def test_invalid_arguments(tmp_path, kwargs):
     with pytest.raises(ValueError):
