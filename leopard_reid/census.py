@@ -19,8 +19,12 @@ unmatched ones into provisional new individuals (``NEW-0001`` ...), and writes i
 Decisions use the calibrated P(same individual) of the fused method: a burst whose best known identity has
 P >= ``Calibration.threshold`` is that identity, otherwise it is new; scores inside
 ``Calibration.uncertain_band`` are marked ``uncertain`` (identity still proposed). Left and right flanks are
-matched within their side and are never linked automatically: simultaneous opposite-flank detections at one
-station are reported as candidate links for a person to confirm.
+matched within their side: their patterns differ. What links them is a paired station (cameras facing each
+other, grouped by the cameras table's ``station`` column or sharing one ``camera`` name) photographing one
+animal's two flanks within ``pair_seconds``. When that pairing is unambiguous (one burst per flank), the two
+provisional new individuals become one ``NEW-xxxx``, and a new flank seen with a known individual's other
+flank gets that identity as ``uncertain``, for a person to confirm on the review page; the ``flank_link``
+column names the partner detections. Nothing is written to the gallery before review.
 
 Importing this module is cheap (numpy, pandas, torch... are imported inside the functions).
 """
@@ -342,10 +346,11 @@ def _bursts(meta: pd.DataFrame, burst_seconds: float) -> list[int]:
     return group
 
 
-def _flank_links(meta: pd.DataFrame, pair_seconds: float, station: Mapping[str, str]) -> list[str]:
-    """For each detection, the opposite-flank detection(s) at the same station within ``pair_seconds``."""
-    cams, times, sides, keys = (meta[c].tolist() for c in ("camera", "dt", "side", "key"))
-    links: list[set[str]] = [set() for _ in range(len(meta))]
+def _flank_partners(meta: pd.DataFrame, pair_seconds: float, station: Mapping[str, str]) -> list[set[int]]:
+    """For each detection, the opposite-flank detections (row numbers) at the same station within
+    ``pair_seconds``: the two cameras of a paired station photographing one animal."""
+    cams, times, sides = (meta[c].tolist() for c in ("camera", "dt", "side"))
+    partners: list[set[int]] = [set() for _ in range(len(meta))]
     by_station: dict[str, list[int]] = {}
     for i, (cam, t, s) in enumerate(zip(cams, times, sides)):
         if cam is not None and t is not None and s in ("left", "right"):
@@ -357,9 +362,49 @@ def _flank_links(meta: pd.DataFrame, pair_seconds: float, station: Mapping[str, 
                 if (times[b] - times[a]).total_seconds() > pair_seconds:
                     break
                 if sides[b] != sides[a]:
-                    links[a].add(keys[b])
-                    links[b].add(keys[a])
-    return [";".join(sorted(x)) for x in links]
+                    partners[a].add(b)
+                    partners[b].add(a)
+    return partners
+
+
+def _paired_bursts(partners: Sequence[set[int]], group: Sequence[int]) -> list[tuple[int, int]]:
+    """Burst pairs linked by simultaneous opposite-flank detections, kept only when unambiguous: each
+    burst's opposite-flank partners all lie in the other one (two animals passing together link nothing)."""
+    other: dict[int, set[int]] = {}
+    for a, bs in enumerate(partners):
+        for b in bs:
+            other.setdefault(group[a], set()).add(group[b])
+    return sorted((g, h) for g, hs in other.items() for h in hs if g < h and len(hs) == 1 and other.get(h) == {g})
+
+
+def _link_flanks(
+    pairs: Sequence[tuple[int, int]], cluster_of: dict[int, int], known: Mapping[int, str]
+) -> tuple[dict[int, int], dict[int, str]]:
+    """Join provisional new individuals across flanks using paired-station bursts.
+
+    ``cluster_of``: unmatched burst -> provisional cluster; ``known``: burst -> identity for the bursts
+    decided ``known``. Two new clusters seen together as opposite flanks become one (union-find); a new
+    cluster seen together with exactly one known individual is proposed as that individual's other flank.
+    Returns the merged ``cluster_of`` and cluster -> proposed known identity."""
+    parent = {c: c for c in set(cluster_of.values())}
+
+    def find(c: int) -> int:
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for g, h in pairs:
+        if g in cluster_of and h in cluster_of:
+            a, b = find(cluster_of[g]), find(cluster_of[h])
+            parent[max(a, b)] = min(a, b)
+    merged = {g: find(c) for g, c in cluster_of.items()}
+    seen_with: dict[int, set[str]] = {}
+    for g, h in pairs:
+        for u, v in ((g, h), (h, g)):
+            if u in merged and v in known:
+                seen_with.setdefault(merged[u], set()).add(known[v])
+    return merged, {c: next(iter(ids)) for c, ids in seen_with.items() if len(ids) == 1}
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -422,7 +467,7 @@ def run_census(
     top_k: int = 3,
     chunk_size: int = 256,
     review_images: int = 1000,
-    linkage: str = "single",
+    linkage: str = "average",
 ) -> CensusResult:
     """Identify the animal detections of a camera-trap season and write the census outputs into ``out``.
 
@@ -432,7 +477,10 @@ def run_census(
     ``cameras``: ``camera,x,y[,usage][,station]`` for ``traps.txt`` (``station`` groups paired cameras for
     flank links). Detections are read in chunks of ``chunk_size`` (images are never all in memory).
     Each detection gets ``identity`` (a known individual, or a provisional ``NEW-0001``...) and
-    ``decision`` (``known``, ``new`` or ``uncertain``). See the module docstring for the files written.
+    ``decision`` (``known``, ``new`` or ``uncertain``). Unmatched bursts are clustered into provisional new
+    individuals by agglomerative clustering of their P(same) with ``linkage`` (``average``: single linkage
+    chains distinct animals together once a season has many detections), cut at the new-individual
+    threshold. See the module docstring for the files written.
     """
     import warnings
 
@@ -580,8 +628,14 @@ def run_census(
         for i in mem:
             identity[i], decision[i], score[i] = ident, dec, p if np.isfinite(p) else np.nan
 
-    # --- cluster unmatched bursts into provisional new individuals ----------------------------------
+    # --- cluster unmatched bursts into provisional new individuals, join flanks seen together ---------
     cluster_of = _cluster_new(unmatched, members, kept_emb, kept_local, meta["side"].tolist(), matcher, thr, linkage)
+    partners = [set() for _ in range(n)]
+    if len(good):
+        for j, bs in enumerate(_flank_partners(meta.iloc[good].reset_index(drop=True), pair_seconds, station)):
+            partners[good[j]] = {int(good[b]) for b in bs}
+    known_burst = {g: str(id_names[g_id[g]]) for g in range(n_groups) if g_best[g] >= hi}
+    cluster_of, other_flank_of = _link_flanks(_paired_bursts(partners, group), cluster_of, known_burst)
     existing = [int(m.group(1)) for m in (re.fullmatch(r"NEW-(\d+)", s) for s in id_names) if m]
     first_new = max(existing, default=0) + 1
     clusters: dict[int, list[int]] = {}
@@ -592,13 +646,17 @@ def run_census(
         return min(i for g in clusters[c] for i in members[g])
 
     new_names: dict[int, str] = {}
-    for rank, c in enumerate(sorted(clusters, key=first_sighting)):
-        new_names[c] = f"{NEW_PREFIX}{first_new + rank:04d}"
+    for c in sorted((c for c in clusters if c not in other_flank_of), key=first_sighting):
+        new_names[c] = f"{NEW_PREFIX}{first_new + len(new_names):04d}"
     for g in unmatched:
+        c = cluster_of[g]
         for i in members[g]:
-            identity[i] = new_names[cluster_of[g]]
+            if c in other_flank_of:  # the other flank of a known individual: a person confirms it
+                identity[i], decision[i] = other_flank_of[c], "uncertain"
+            else:
+                identity[i] = new_names[c]
 
-    # --- candidates (own scores), occasions, flank links -------------------------------------------
+    # --- candidates (own scores), occasions -----------------------------------------------------------
     cand_text = [""] * n
     cand_list: list[list[tuple[str, float, int]]] = [[] for _ in range(n)]
     for i in good:
@@ -612,10 +670,8 @@ def run_census(
         (int(((t - start_day).total_seconds()) // (occasion_days * 86400)) + 1) if t is not None and start_day else None
         for t in meta["dt"]
     ]
-    links = _flank_links(meta.iloc[good].reset_index(drop=True), pair_seconds, station) if len(good) else []
-    flank = [""] * n
-    for j, i in enumerate(good):
-        flank[i] = links[j]
+    keys = meta["key"].tolist()
+    flank = [";".join(sorted(keys[b] for b in partners[i])) for i in range(n)]
     burst_name = [f"B{int(g) + 1:05d}" if g >= 0 else "" for g in group]
 
     table = pd.DataFrame({
@@ -797,7 +853,7 @@ def write_capthist(
         "# leopard-reid census: secr capture histories, read.capthist(captfile, trapfile, fmt = 'trapID')",
         f"# season start {start}; occasion = {occasion_days:g} day(s); {n_occ} occasion(s); session {session}",
         "# one line per individual, occasion and detector (a visit counts once); left/right flanks of a new",
-        "# individual are separate IDs until a reviewer links them",
+        "# individual are separate IDs unless a simultaneous paired-station detection or a reviewer links them",
         *[f"# note: {x}" for x in notes],
         "# Session ID Occasion Detector",
     ]
@@ -1016,8 +1072,9 @@ def _write_review(
             pic = picture(i, crop(j), features(j)) if with_pics else ""
             cells.append(f"<div><b>{esc(ident)}</b> first sighting {esc(str(table['path'].iat[j]))}</div>{pic}")
         link = str(r["flank_link"] or "")
-        link_html = (f'<div class="small">candidate opposite-flank link (same station, simultaneous): '
-                     f'{esc(link)}. Give both the same identity to link them.</div>') if link else ""
+        link_html = (f'<div class="small">opposite flank seen at the same station at the same time: {esc(link)}. '
+                     'One animal gets one identity for both flanks; give them different ones if they are two '
+                     'animals.</div>') if link else ""
         default = _default_decision(dec)
         opts = "".join(
             f'<option value="{v}"{" selected" if v == default else ""}>{lab}</option>'
@@ -1193,6 +1250,8 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--occasion-days", type=float, default=1)
     p.add_argument("--burst-seconds", type=float, default=60)
     p.add_argument("--pair-seconds", type=float, default=10, help="simultaneity window for flank links")
+    p.add_argument("--linkage", choices=("average", "single", "complete"), default="average",
+                   help="how unmatched detections are clustered into provisional new individuals")
     p.add_argument("--season-start", default=None, help="first day of occasion 1 (default: first detection's)")
     p.add_argument("--method", choices=("global", "local", "fused"), default="fused")
     p.add_argument("--new-threshold", type=float, default=None)
@@ -1231,7 +1290,7 @@ def _cmd_census(args: Any) -> int:
         args.detections, gallery=gallery, root=args.root, sightings=args.sightings, cameras=args.cameras,
         out=args.out, min_conf=args.min_conf, occasion_days=args.occasion_days, burst_seconds=args.burst_seconds,
         embedder=embedder, method=args.method, new_threshold=args.new_threshold, pair_seconds=args.pair_seconds,
-        season_start=args.season_start, review_images=args.review_images,
+        season_start=args.season_start, review_images=args.review_images, linkage=args.linkage,
     )
     c = res.counts
     print(f"{args.out}: {c['detections']} detections ({c['known']} known, {c['new']} new, {c['uncertain']} "

@@ -145,14 +145,39 @@ def test_burst_grouping_and_flank_link(season):
     assert m.at[a, "burst"] == m.at[b, "burst"] and m.at[a, "identity"] == m.at[b, "identity"]
     l3, r3 = (s.at[i, "path"] for i in season["pair"])
     assert r3 in m.at[l3, "flank_link"] and l3 in m.at[r3, "flank_link"]
-    assert m.at[l3, "burst"] != m.at[r3, "burst"]  # opposite flanks are never pooled automatically
-    assert m.at[l3, "identity"] != m.at[r3, "identity"]
+    assert m.at[l3, "burst"] != m.at[r3, "burst"]  # opposite flanks' scores are never pooled
+    # ...but a new animal's two flanks seen together at a paired station become one provisional individual
+    assert m.at[l3, "identity"] == m.at[r3, "identity"] and m.at[l3, "identity"].startswith("NEW-")
     others = m.drop(index=[l3, r3])
     assert (others["flank_link"] == "").all()
     cap = _read_secr(season["out"] / "capthist.txt")
     ident = m.at[a, "identity"]
     occ = int(m.at[a, "occasion"])
     assert len([r for r in cap if r[1] == ident and int(r[2]) == occ and r[3] == m.at[a, "camera"]]) == 1
+
+
+def test_paired_bursts_skip_ambiguous_visits():
+    from leopard_reid.census import _paired_bursts
+
+    # detections 0 (burst 0, left) and 1 (burst 1, right) seen together; 2 and 3 belong to bursts 2 and 3
+    assert _paired_bursts([{1}, {0}, set(), set()], [0, 1, 2, 3]) == [(0, 1)]
+    # two animals passing a station together: left burst 0 sees right bursts 1 and 2 -> no link at all
+    assert _paired_bursts([{1, 2}, {0}, {0}], [0, 1, 2]) == []
+    # a burst of two left frames, both seen with the one right detection: still one link
+    assert _paired_bursts([{2}, {2}, {0, 1}], [0, 0, 1]) == [(0, 1)]
+
+
+def test_link_flanks_merges_new_and_proposes_known_other_flank():
+    from leopard_reid.census import _link_flanks
+
+    # bursts 0..4 unmatched in clusters 0..3 (bursts 3 and 4 already clustered together); burst 9 known L-7
+    cluster_of = {0: 0, 1: 1, 2: 2, 3: 3, 4: 3}
+    merged, other = _link_flanks([(0, 1), (3, 9)], cluster_of, {9: "L-7"})
+    assert merged[0] == merged[1] and len({merged[0], merged[2], merged[3]}) == 3
+    assert merged[3] == merged[4] and other == {merged[3]: "L-7"}
+    # a cluster seen with two different known individuals is not given either
+    merged, other = _link_flanks([(2, 8), (2, 9)], cluster_of, {8: "L-6", 9: "L-7"})
+    assert other == {}
 
 
 def _read_secr(path: Path) -> list[list[str]]:
