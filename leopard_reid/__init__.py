@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "evaluate",
     "Evaluation": "evaluate",
     "evaluate_open_set": "evaluate",
+    "suspect_duplicates": "evaluate",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -83,7 +84,7 @@ sys.modules[__name__].__class__ = _Package
 if TYPE_CHECKING:
     from .backbones import create_backbone
     from .embed import Embedder, Features
-    from .evaluate import Evaluation, evaluate, evaluate_open_set
+    from .evaluate import Evaluation, evaluate, evaluate_open_set, suspect_duplicates
     from .gallery import Gallery, GalleryError
     from .io import ImageError, MetadataError, load_image, read_metadata
     from .local import LocalFeatures, LocalMatcher, extract_features, verify

@@ -73,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("audit", help="list photos filed under different identities that match like one animal")
+    _add_input_args(p, required=True)
+    p.add_argument("--method", choices=METHODS, default="fused")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="list pairs scoring at least this (default: the median same-identity pair's score)")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--out", default=None, help="write the pairs as CSV here (default: print)")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_audit)
+
     p = sub.add_parser("calibrate", help="fit the fusion and new-individual threshold on a gallery (stored in it)")
     p.add_argument("--gallery", required=True)
     p.add_argument("--method", choices=METHODS, default="fused")
@@ -239,6 +249,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict()))
     else:
         print(result)
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .evaluate import suspect_duplicates
+
+    df, root = _read_table(args, require=("path", "identity"))
+    pairs = suspect_duplicates(df, method=args.method, embedder=_embedder(args), root=root,
+                               min_score=args.min_score, limit=args.limit)
+    if args.out:
+        pairs.to_csv(args.out, index=False)
+    else:
+        sys.stdout.write(pairs.to_csv(index=False))
+    print(f"{len(pairs)} pair(s) filed under different identities score >= {pairs.attrs['min_score']:.3g} "
+          "(the median same-identity pair's score unless --min-score): check them by eye", file=sys.stderr)
     return EXIT_OK
 
 

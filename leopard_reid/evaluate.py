@@ -23,7 +23,15 @@ from .match import DEFAULT_METHOD, Calibration, Matcher, Method, PairScores, _ch
 if TYPE_CHECKING:
     from .embed import Embedder, Features
 
-__all__ = ["Evaluation", "OpenSetEvaluation", "evaluate", "evaluate_open_set", "leave_one_out_scores", "rank_metrics"]
+__all__ = [
+    "Evaluation",
+    "OpenSetEvaluation",
+    "evaluate",
+    "evaluate_open_set",
+    "leave_one_out_scores",
+    "rank_metrics",
+    "suspect_duplicates",
+]
 
 
 @dataclass
@@ -242,6 +250,54 @@ def evaluate(
         per_query=per_query,
         n_failed=int((~features.valid).sum()),
     )
+
+
+def suspect_duplicates(
+    data: str | os.PathLike | pd.DataFrame,
+    *,
+    method: Method = DEFAULT_METHOD,
+    embedder: Embedder | None = None,
+    root: str | os.PathLike | None = None,
+    calibration: Calibration | None = None,
+    side_aware: bool = True,
+    features: Features | None = None,
+    min_score: float | None = None,
+    limit: int = 50,
+) -> pd.DataFrame:
+    """Pairs of images filed under *different* identities that match as well as photos of one animal do.
+
+    Catalogues built by hand over years file some leopards under two codes (two parks, two catalogues, a
+    renamed animal) and mislabel some photos; each such pair also counts as a miss in :func:`evaluate`.
+    This lists them for a person to check, strongest first: ``path_a, identity_a, path_b, identity_b,
+    score``. ``min_score`` defaults to the median score of the pairs labelled as the same individual (a
+    typical true match); ``score`` is the method's pair score (``fused``: P(same individual)), the larger
+    of the two directions. ``data``/``root``/``features`` are read as in :func:`evaluate`.
+    """
+    df, features = _labelled_features(data, method=method, embedder=embedder, root=root, features=features)
+    if len(features) != len(df):
+        raise ValueError(f"features describe {len(features)} images, the table has {len(df)}")
+    labels = df["identity"].astype(str).to_numpy(dtype=object)
+    ps, _ = leave_one_out_scores(features, labels, method=method, backbone=getattr(embedder, "name", None),
+                                 calibration=calibration, side_aware=side_aware)
+    valid = np.flatnonzero(features.valid)
+    vlabels = labels[valid]
+    score = np.where(np.isfinite(ps.final), ps.final, -np.inf)
+    score = np.maximum(score, score.T)
+    upper = np.triu(np.ones_like(score, dtype=bool), k=1) & np.isfinite(score)
+    same = vlabels[:, None] == vlabels[None, :]
+    if min_score is None:
+        true_scores = score[upper & same]
+        min_score = float(np.median(true_scores)) if len(true_scores) else float("inf")
+    a, b = np.nonzero(upper & ~same & (score >= min_score))
+    order = np.argsort(-score[a, b], kind="stable")[: max(0, int(limit))]
+    a, b = a[order], b[order]
+    out = pd.DataFrame({
+        "path_a": [features.names[valid[i]] for i in a], "identity_a": vlabels[a].astype(str),
+        "path_b": [features.names[valid[j]] for j in b], "identity_b": vlabels[b].astype(str),
+        "score": score[a, b].astype(float),
+    })
+    out.attrs["min_score"] = min_score
+    return out
 
 
 @dataclass

@@ -229,3 +229,17 @@ def test_usage_errors_are_exit_2(tmp_path, capsys):
     assert run(["match", "a.jpg", "--gallery", "g", "--method", "magic"]) == EXIT_USAGE
     assert run(["frobnicate"]) == EXIT_USAGE
     capsys.readouterr()
+
+
+def test_audit_lists_one_photo_filed_under_two_names(corpus, tmp_path, capsys):
+    import shutil
+
+    shutil.copyfile(corpus / "good/L0_0.png", tmp_path / "second_catalogue.png")  # the same photo, a new code
+    (tmp_path / "cat.csv").write_text(f"path,identity\ngood/L0_0.png,A\n{tmp_path / 'second_catalogue.png'},B\n"
+                                      "good/L1_0.png,C\ngood/L2_0.png,D\n")
+    out = tmp_path / "pairs.csv"
+    code = run(["audit", "--metadata", tmp_path / "cat.csv", "--root", corpus, "--min-score", "0.9", "--out", out])
+    assert code == EXIT_OK
+    pairs = pd.read_csv(out)
+    assert len(pairs) == 1 and {pairs.at[0, "identity_a"], pairs.at[0, "identity_b"]} == {"A", "B"}
+    assert "1 pair(s)" in capsys.readouterr().err

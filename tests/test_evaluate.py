@@ -57,3 +57,29 @@ def test_leopardtrails_default_method_beats_keypoint_baseline(leopardtrails, emb
     r = lr.evaluate(leopardtrails / "metadata.csv", embedder=embedder)
     assert r.n_queries == 28
     assert r.top1 >= 0.5  # plain RootSIFT ratio counting reaches 0.50
+
+
+def test_suspect_duplicates_finds_an_animal_filed_under_two_names(population, embedder):
+    root, meta = population
+    feats = embedder.describe(meta, root=root, local=True)
+    clean = lr.suspect_duplicates(meta, root=root, features=feats)
+    assert list(clean.columns) == ["path_a", "identity_a", "path_b", "identity_b", "score"]
+    assert clean.empty  # every pair that matches like one animal is labelled as one animal
+    # file one left-flank photo of L-003 under a second code, as a second catalogue would
+    moved = meta.index[(meta["identity"] == "L-003") & (meta["side"] == "left")][0]
+    dup = meta.copy()
+    dup.loc[moved, "identity"] = "KWF-9"
+    pairs = lr.suspect_duplicates(dup, root=root, features=feats)
+    assert len(pairs) >= 1
+    top = pairs.iloc[0]
+    assert {top["identity_a"], top["identity_b"]} == {"L-003", "KWF-9"}
+    assert meta.at[moved, "path"] in (top["path_a"], top["path_b"])
+    assert pairs["score"].is_monotonic_decreasing and pairs.attrs["min_score"] > 0
+    assert lr.suspect_duplicates(dup, root=root, features=feats, limit=0).empty
+
+
+@pytest.mark.slow
+def test_leopardtrails_audit_lists_cross_catalogue_codes(leopardtrails, embedder):
+    pairs = lr.suspect_duplicates(leopardtrails / "metadata.csv", embedder=embedder)
+    assert len(pairs) >= 3
+    assert all(a != b for a, b in zip(pairs["identity_a"], pairs["identity_b"]))
