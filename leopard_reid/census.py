@@ -629,7 +629,8 @@ def run_census(
             identity[i], decision[i], score[i] = ident, dec, p if np.isfinite(p) else np.nan
 
     # --- cluster unmatched bursts into provisional new individuals, join flanks seen together ---------
-    cluster_of = _cluster_new(unmatched, members, kept_emb, kept_local, meta["side"].tolist(), matcher, thr, linkage)
+    cluster_of = _cluster_new(unmatched, members, kept_emb, kept_local, meta["side"].tolist(), matcher, thr, linkage,
+                              show=not bar.disable)
     partners = [set() for _ in range(n)]
     if len(good):
         for j, bs in enumerate(_flank_partners(meta.iloc[good].reset_index(drop=True), pair_seconds, station)):
@@ -748,9 +749,11 @@ def _cluster_new(
     matcher: Any,
     thr: float,
     linkage: str,
+    show: bool = False,
 ) -> dict[int, int]:
     """Agglomerative clustering of unmatched bursts on fused P(same); returns burst -> cluster label."""
     import numpy as np
+    from tqdm.auto import tqdm
 
     if len(unmatched) <= 1:
         return {g: 0 for g in unmatched}
@@ -772,12 +775,15 @@ def _cluster_new(
     m = Matcher(method=matcher.method, calibration=matcher.calibration_, shortlist=matcher.shortlist).fit(tmp)
     n = len(dets)
     sim = np.zeros((n, n), np.float32)
+    bar = tqdm(total=n, desc="clustering new", unit="det", disable=not show)  # n x n pair scores
     for s in range(0, n, 256):
         idx = list(range(s, min(n, s + 256)))
         f = Features(names=[str(dets[i]) for i in idx], embeddings=e[idx], local=[loc[i] for i in idx] if loc else None,
                      valid=np.ones(len(idx), bool), sides=[sides[i] for i in idx])
         final = m.scores(f, exclude=idx).final
         sim[idx] = np.where(np.isfinite(final), final, 0.0)
+        bar.update(len(idx))
+    bar.close()
     np.fill_diagonal(sim, 1.0)
     sim = np.maximum(sim, sim.T)
     k = len(unmatched)

@@ -226,6 +226,24 @@ def _as_float(descriptors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(descriptors, dtype=np.float32) * np.float32(1.0 / _DESC_SCALE)
 
 
+_CHUNK = 1 << 16  # descriptors converted to float at a time when indexing a large gallery
+
+
+def _mean_cov(desc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (float64, like ``np.cov``) of quantised descriptors, converted chunk by chunk so
+    a gallery of millions of descriptors never exists as one float array."""
+    n = len(desc)
+    total = np.zeros(DESCRIPTOR_DIM)
+    for i in range(0, n, _CHUNK):
+        total += _as_float(desc[i : i + _CHUNK]).sum(0, dtype=np.float64)
+    mean = total / n
+    cov = np.zeros((DESCRIPTOR_DIM, DESCRIPTOR_DIM))
+    for i in range(0, n, _CHUNK):
+        x = _as_float(desc[i : i + _CHUNK]).astype(np.float64) - mean
+        cov += x.T @ x
+    return mean, cov / (n - 1)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Pairwise verification
 # --------------------------------------------------------------------------------------------------------
@@ -540,22 +558,23 @@ class LocalMatcher:
         self.offsets_ = np.zeros(len(features) + 1, np.int64)
         np.cumsum(counts, out=self.offsets_[1:])
         self.owner_ = np.repeat(np.arange(len(features), dtype=np.int64), counts)
-        if len(self.owner_):
-            desc = np.concatenate([f.descriptors for f in features])
-            self.descriptors_ = _as_float(desc)
-        else:
-            self.descriptors_ = np.zeros((0, DESCRIPTOR_DIM), np.float32)
+        # descriptors stay uint8 (a quarter of float32): verification converts one candidate at a time, and
+        # the index holds only the (projected) float copy it searches
+        desc = (np.concatenate([f.descriptors for f in features]) if len(self.owner_)
+                else np.zeros((0, DESCRIPTOR_DIM), np.uint8))
         self.pca_mean_, self.pca_components_ = None, None
-        self.index_data_ = self.descriptors_
         if self.pca_dim and 0 < self.pca_dim < DESCRIPTOR_DIM and len(self.owner_) > DESCRIPTOR_DIM:
             # kd-trees degrade with dimension: search in a PCA subspace (eigh of the covariance; exact
             # and deterministic), which is several times faster at equal recall
-            mean = self.descriptors_.mean(0, dtype=np.float64)
-            cov = np.cov(self.descriptors_, rowvar=False, dtype=np.float64)
+            mean, cov = _mean_cov(desc)
             _, vecs = np.linalg.eigh(cov)
             self.pca_mean_ = mean.astype(np.float32)
             self.pca_components_ = np.ascontiguousarray(vecs[:, ::-1][:, : self.pca_dim], np.float32)
-            self.index_data_ = self._project(self.descriptors_)
+            self.index_data_ = np.concatenate(
+                [self._project(_as_float(desc[i : i + _CHUNK])) for i in range(0, len(desc), _CHUNK)]
+            )
+        else:
+            self.index_data_ = _as_float(desc)
         self.index_ = None
         if self.checks > 0 and len(self.owner_) > self.exact_limit:
             cv2.setRNGSeed(self.seed)  # FLANN's randomised kd-trees draw from OpenCV's global RNG
@@ -697,7 +716,7 @@ class LocalMatcher:
         qf = _as_float(query.descriptors)
         with threadpool_limits(1):
             for j in self._shortlist(votes, exclude, candidates):
-                cf = self.descriptors_[self.offsets_[j] : self.offsets_[j + 1]]
+                cf = _as_float(self.features_[j].descriptors)
                 qi, ci, w = _ratio_matches(qf, cf, self.ratio, False)
                 v = _verify_matches(
                     query,
