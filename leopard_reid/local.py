@@ -301,11 +301,6 @@ def _ratio_matches(
     return rows[keep], j1[keep].astype(np.int64), w
 
 
-def _wrap_angle(a: np.ndarray) -> np.ndarray:
-    """Angles (radians) wrapped to (-pi, pi]."""
-    return np.angle(np.exp(1j * a))
-
-
 def _similarity_lsq(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> tuple[float, float, np.ndarray]:
     """Weighted least-squares similarity dst ~ s R(theta) src + t (Umeyama). Returns (s, theta, t)."""
     w = w / w.sum()
@@ -346,8 +341,9 @@ def _geometric_inliers(
     r = c_kp[:, :2].astype(np.float64) / c_side
     ls = np.log(np.maximum(c_kp[:, 2], 1e-6) / c_side) - np.log(np.maximum(q_kp[:, 2], 1e-6) / q_side)
     th = np.radians(c_kp[:, 3].astype(np.float64) - q_kp[:, 3].astype(np.float64))
+    cos_th, sin_th = np.cos(th), np.sin(th)
     log_tol = np.log(scale_tol)
-    ang_tol = np.radians(angle_tol)
+    cos_tol = np.cos(np.radians(min(float(angle_tol), 180.0)))
 
     def inliers_of(scale: np.ndarray, theta: np.ndarray, tx: np.ndarray, tol: float) -> np.ndarray:
         # scale/theta/tx: (h,), (h,), (h, 2) -> (h, n) mask
@@ -358,7 +354,8 @@ def _geometric_inliers(
         lim = tol * np.minimum(1.0, scale)
         ok = err2 < (lim * lim)[:, None]
         ok &= np.abs(ls[None, :] - np.log(np.maximum(scale, 1e-12))[:, None]) < log_tol
-        ok &= np.abs(_wrap_angle(th[None, :] - theta[:, None])) < ang_tol
+        # |wrap(th - theta)| < angle_tol  <=>  cos(th - theta) > cos(angle_tol), as two outer products
+        ok &= np.cos(theta)[:, None] * cos_th[None, :] + np.sin(theta)[:, None] * sin_th[None, :] > cos_tol
         return ok
 
     # hypotheses from single correspondences: looser position tolerance (one keypoint's scale and
