@@ -189,6 +189,25 @@ def _labelled_features(
     return df, features
 
 
+def _scored_table(
+    data: str | os.PathLike | pd.DataFrame,
+    method: Method,
+    embedder: Embedder | None,
+    root: str | os.PathLike | None,
+    calibration: Calibration | None,
+    side_aware: bool,
+    features: Features | None,
+) -> tuple[pd.DataFrame, Features, np.ndarray, PairScores, np.ndarray]:
+    """Read and describe a labelled table, then score every image against all the others (leave-one-out)."""
+    df, features = _labelled_features(data, method=method, embedder=embedder, root=root, features=features)
+    if len(features) != len(df):
+        raise ValueError(f"features describe {len(features)} images, the table has {len(df)}")
+    labels = df["identity"].astype(str).to_numpy(dtype=object)
+    ps, queries = leave_one_out_scores(features, labels, method=method, backbone=getattr(embedder, "name", None),
+                                       calibration=calibration, side_aware=side_aware)
+    return df, features, labels, ps, queries
+
+
 def evaluate(
     data: str | os.PathLike | pd.DataFrame,
     *,
@@ -209,18 +228,7 @@ def evaluate(
     """
 
     t0 = time.perf_counter()
-    df, features = _labelled_features(data, method=method, embedder=embedder, root=root, features=features)
-    if len(features) != len(df):
-        raise ValueError(f"features describe {len(features)} images, the table has {len(df)}")
-    labels = df["identity"].astype(str).to_numpy(dtype=object)
-    ps, queries = leave_one_out_scores(
-        features,
-        labels,
-        method=method,
-        backbone=getattr(embedder, "name", None),
-        calibration=calibration,
-        side_aware=side_aware,
-    )
+    df, features, labels, ps, queries = _scored_table(data, method, embedder, root, calibration, side_aware, features)
     valid_idx = np.flatnonzero(features.valid)
     vlabels = labels[valid_idx]
     ranks, aps = rank_metrics(ps.final[queries], vlabels, queries)
@@ -273,12 +281,7 @@ def suspect_duplicates(
     typical true match); ``score`` is the method's pair score (``fused``: P(same individual)), the larger
     of the two directions. ``data``/``root``/``features`` are read as in :func:`evaluate`.
     """
-    df, features = _labelled_features(data, method=method, embedder=embedder, root=root, features=features)
-    if len(features) != len(df):
-        raise ValueError(f"features describe {len(features)} images, the table has {len(df)}")
-    labels = df["identity"].astype(str).to_numpy(dtype=object)
-    ps, _ = leave_one_out_scores(features, labels, method=method, backbone=getattr(embedder, "name", None),
-                                 calibration=calibration, side_aware=side_aware)
+    _, features, labels, ps, _ = _scored_table(data, method, embedder, root, calibration, side_aware, features)
     valid = np.flatnonzero(features.valid)
     vlabels = labels[valid]
     score = np.where(np.isfinite(ps.final), ps.final, -np.inf)
