@@ -568,7 +568,8 @@ def run_census(
     valid = np.zeros(n, bool)
     kept_emb: dict[int, np.ndarray] = {}
     kept_local: dict[int, Any] = {}
-    bar = tqdm(total=n, desc="census", unit="det", disable=not (progress if progress is not None else _tty()))
+    show = progress if progress is not None else _tty()
+    bar = tqdm(total=n, desc="census", unit="det", disable=not show)
     for start in range(0, n, chunk_size):
         part = meta.iloc[start : start + chunk_size]
         recs = [Record(name=p, source=Path(s), bbox=tuple(b), side=sd)
@@ -630,7 +631,7 @@ def run_census(
 
     # --- cluster unmatched bursts into provisional new individuals, join flanks seen together ---------
     cluster_of = _cluster_new(unmatched, members, kept_emb, kept_local, meta["side"].tolist(), matcher, thr, linkage,
-                              show=not bar.disable)
+                              show=show)
     partners = [set() for _ in range(n)]
     if len(good):
         for j, bs in enumerate(_flank_partners(meta.iloc[good].reset_index(drop=True), pair_seconds, station)):

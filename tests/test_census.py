@@ -292,3 +292,10 @@ def test_cli_shape():
     assert a.detections == "md.json" and a.min_conf == 0.3 and a.census_command is None
     b = p.parse_args(["census", "apply-review", "d.csv", "--gallery", "g", "--root", "r"])
     assert b.census_command == "apply-review" and b.decisions == "d.csv" and b.review_gallery == "g"
+
+
+def test_progress_bars_cover_scoring_and_clustering(season, tmp_path, embedder, capsys):
+    run_census(season["md"], gallery=season["gallery"], out=tmp_path / "p", sightings=season["sightings"],
+               embedder=embedder, progress=True, review_images=0)
+    err = capsys.readouterr().err
+    assert "census: 100%" in err and "clustering new: 100%" in err
