@@ -347,13 +347,13 @@ def _bursts(meta: pd.DataFrame, burst_seconds: float) -> list[int]:
 
 
 def _flank_partners(meta: pd.DataFrame, pair_seconds: float, station: Mapping[str, str]) -> list[set[int]]:
-    """For each detection, the opposite-flank detections (row numbers) at the same station within
+    """For each readable detection, the opposite-flank detections (row numbers) at the same station within
     ``pair_seconds``: the two cameras of a paired station photographing one animal."""
-    cams, times, sides = (meta[c].tolist() for c in ("camera", "dt", "side"))
+    cams, times, sides, valid = (meta[c].tolist() for c in ("camera", "dt", "side", "valid"))
     partners: list[set[int]] = [set() for _ in range(len(meta))]
     by_station: dict[str, list[int]] = {}
-    for i, (cam, t, s) in enumerate(zip(cams, times, sides)):
-        if cam is not None and t is not None and s in ("left", "right"):
+    for i, (cam, t, s, ok) in enumerate(zip(cams, times, sides, valid)):
+        if ok and cam is not None and t is not None and s in ("left", "right"):
             by_station.setdefault(station.get(cam, cam), []).append(i)
     for idx in by_station.values():
         idx.sort(key=lambda i: times[i])
@@ -632,10 +632,7 @@ def run_census(
     # --- cluster unmatched bursts into provisional new individuals, join flanks seen together ---------
     cluster_of = _cluster_new(unmatched, members, kept_emb, kept_local, meta["side"].tolist(), matcher, thr, linkage,
                               show=show)
-    partners = [set() for _ in range(n)]
-    if len(good):
-        for j, bs in enumerate(_flank_partners(meta.iloc[good].reset_index(drop=True), pair_seconds, station)):
-            partners[good[j]] = {int(good[b]) for b in bs}
+    partners = _flank_partners(meta, pair_seconds, station)
     known_burst = {g: str(id_names[g_id[g]]) for g in range(n_groups) if g_best[g] >= hi}
     cluster_of, other_flank_of = _link_flanks(_paired_bursts(partners, group), cluster_of, known_burst)
     existing = [int(m.group(1)) for m in (re.fullmatch(r"NEW-(\d+)", s) for s in id_names) if m]
