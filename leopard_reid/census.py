@@ -784,10 +784,9 @@ def _cluster_new(
     bar.close()
     np.fill_diagonal(sim, 1.0)
     sim = np.maximum(sim, sim.T)
-    k = len(unmatched)
-    gsim = np.zeros((k, k), np.float32)
-    for a in range(n):  # burst-level similarity: the best pair of their detections
-        np.maximum.at(gsim, (owner[a], owner), sim[a])
+    # burst-level similarity: the best pair of their detections (dets are listed burst by burst)
+    starts = np.flatnonzero(np.r_[True, np.diff(owner) != 0])
+    gsim = np.maximum.reduceat(np.maximum.reduceat(sim, starts, axis=0), starts, axis=1)
     np.fill_diagonal(gsim, 1.0)
     dist = 1.0 - np.clip(gsim, 0.0, 1.0)
     labels = AgglomerativeClustering(
@@ -1033,14 +1032,16 @@ def _write_review(
             feats[i] = f
         return feats[i]
 
-    def ex_crop(j: int) -> np.ndarray | None:
-        p = _find_image(str(g_meta["path"].iat[j]), ex_bases)
-        if p is None:
-            return None
-        try:
-            return np.asarray(load_image(p, bbox=g_meta["bbox"].iat[j], reduce_to=800))
-        except ImageError:
-            return None
+    ex_crops: dict[int, np.ndarray | None] = {}
+
+    def ex_crop(j: int) -> np.ndarray | None:  # one exemplar is the top candidate of many rows: decode it once
+        if j not in ex_crops:
+            p = _find_image(str(g_meta["path"].iat[j]), ex_bases)
+            try:
+                ex_crops[j] = np.asarray(load_image(p, bbox=g_meta["bbox"].iat[j], reduce_to=800)) if p else None
+            except ImageError:
+                ex_crops[j] = None
+        return ex_crops[j]
 
     def picture(i: int, other_img: np.ndarray | None, other_feat: Any) -> str:
         q, qf = crop(i), features(i)
@@ -1146,7 +1147,7 @@ def apply_review(
     import pandas as pd
 
     from .embed import Embedder
-    from .gallery import Gallery, GalleryError
+    from .gallery import Gallery
     from .io import ImageError, Record, parse_bbox
 
     if isinstance(decisions, pd.DataFrame):
@@ -1221,11 +1222,8 @@ def apply_review(
     if feats.errors or not feats.valid.all():
         listing = "; ".join(str(e) for e in feats.errors[:10])
         raise ImageError("decisions", f"{len(feats.errors)} detection(s) could not be read, nothing applied: {listing}")
-    try:
-        g.add(feats.embeddings, rows["identity"].tolist(), metadata=rows,
-              local=list(feats.local) if feats.local is not None else None)
-    except GalleryError:
-        raise
+    g.add(feats.embeddings, rows["identity"].tolist(), metadata=rows,
+          local=list(feats.local) if feats.local is not None else None)
     g.save(gallery)
     summary["added"] = int(len(rows))
     summary["new_individuals"] = sorted(set(rows["identity"]) - before)
