@@ -134,7 +134,7 @@ def leave_one_out_scores(
     same = (labels[:, None] == labels[None, :]) & allowed
     np.fill_diagonal(same, False)
     queries = np.flatnonzero(same.any(1))
-    if method == "fused" and calibration is None and gallery.calibration is None:
+    if method == "fused" and calibration is None:  # the fresh gallery above carries no calibration
         ps.final = _cross_fitted_fusion(ps, labels, queries)
     return ps, queries
 

@@ -3,12 +3,12 @@
 Global CNN embeddings of a spot pattern are weak on real leopards; matching the spots themselves is what
 works (HotSpotter, Crall et al. 2013).  This module
 
-1. extracts RootSIFT keypoints from a crop (:func:`extract_features`), upscaling tiny crops and
-   equalising contrast first, and stores them compactly (uint8 descriptors, :func:`pack_features`);
+1. extracts RootSIFT keypoints from a crop (:func:`extract_features`), upscaling tiny crops first,
+   and stores them compactly (uint8 descriptors, :func:`pack_features`);
 2. scores a query against every gallery exemplar at once with a local naive-Bayes nearest-neighbour
    (LNBNN) vote over one approximate nearest-neighbour index of all gallery descriptors
    (:class:`LocalMatcher`);
-3. re-scores a shortlist by pairwise matching plus RANSAC similarity-transform verification
+3. re-scores a shortlist by pairwise matching plus exhaustive similarity-transform verification
    (:func:`verify`), because two different animals with similar spot statistics share many similar
    descriptors but almost never a consistent spatial layout.
 """
@@ -136,8 +136,9 @@ def extract_features(
     """RootSIFT keypoints of an (already cropped) image.
 
     The image is converted to greyscale, resized so its short side is at least ``min_side`` (tiny crops
-    of 35 px give almost no keypoints otherwise) and its long side at most ``max_side`` (speed), and
-    contrast-equalised with CLAHE (camera-trap exposure varies a lot).  Keypoints are returned in the
+    of 35 px give almost no keypoints otherwise) and its long side at most ``max_side`` (speed).
+    ``clahe=True`` equalises contrast first and ``upright=True`` drops keypoint orientation; both measured
+    worse on the real leopardtrails crops, so both are off by default.  Keypoints are returned in the
     input image's pixel frame; at most ``max_keypoints`` strongest are kept.  A blank or tiny image gives
     empty features.
     """
