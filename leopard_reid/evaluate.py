@@ -152,7 +152,6 @@ def _cross_fitted_fusion(ps: PairScores, labels: np.ndarray, queries: np.ndarray
     ids = sorted(set(labels[queries]))
     fold_of = {ident: k % n_folds for k, ident in enumerate(ids)}
     folds = np.array([fold_of[labels[q]] for q in queries])
-    mask = np.isfinite(ps.cosine)
     for k in range(n_folds):
         test, train = queries[folds == k], queries[folds != k]
         if not len(test):
@@ -163,8 +162,7 @@ def _cross_fitted_fusion(ps: PairScores, labels: np.ndarray, queries: np.ndarray
             cal = Calibration(coef=coef, intercept=intercept)
         except ValueError:
             cal = DEFAULT_CALIBRATION
-        local = np.where(mask[test], ps.local[test], 0.0)
-        final[test] = np.where(mask[test], cal.probability(ps.cosine[test], local), -np.inf)
+        final[test] = cal.fuse(ps.cosine[test], ps.local[test])
     return final
 
 

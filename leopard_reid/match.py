@@ -60,6 +60,11 @@ class Calibration:
         z = self.intercept + self.coef[0] * np.asarray(cosine) + self.coef[1] * np.log1p(np.maximum(local, 0))
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
+    def fuse(self, cosine: np.ndarray, local: np.ndarray) -> np.ndarray:
+        """P(same) of scored pairs: where ``cosine`` is finite (a pair that may be compared), -inf elsewhere."""
+        mask = np.isfinite(cosine)
+        return np.where(mask, self.probability(np.where(mask, cosine, 0.0), np.where(mask, local, 0.0)), -np.inf)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -190,7 +195,7 @@ class Matcher:
         elif self.method == "local":
             final = local
         else:
-            final = np.where(mask, self.calibration_.probability(cosine, np.where(mask, local, 0.0)), -np.inf)
+            final = self.calibration_.fuse(cos_masked, local)
         return PairScores(cosine=cos_masked, local=local, final=final, method=self.method)
 
     def rank(self, scores: PairScores, *, top_k: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -325,11 +330,8 @@ def calibrate(
         x, y = pair_features(ps, labels, queries, shortlist=shortlist)
         n_pairs = len(y)
         coef, intercept = fit_fusion(x, y)
-        mask = np.isfinite(ps.cosine)  # re-fuse the stored evidence; keypoint scoring is not repeated
-        fused = Calibration(coef=coef, intercept=intercept).probability(
-            np.where(mask, ps.cosine, 0.0), np.where(mask, ps.local, 0.0)
-        )
-        ps.final = np.where(mask, fused, -np.inf)
+        # re-fuse the stored evidence; keypoint scoring is not repeated
+        ps.final = Calibration(coef=coef, intercept=intercept).fuse(ps.cosine, ps.local)
     final = ps.final
     known = np.array([np.max(final[i]) for i in queries])
     new = np.array([np.max(np.where(same[i], -np.inf, final[i])) for i in queries])
