@@ -18,7 +18,18 @@ import pandas as pd
 
 from .gallery import Gallery
 from .io import read_metadata
-from .match import DEFAULT_METHOD, Calibration, Matcher, Method, PairScores, _check_method
+from .match import (
+    DEFAULT_CALIBRATION,
+    DEFAULT_METHOD,
+    Calibration,
+    Matcher,
+    Method,
+    PairScores,
+    _best_threshold,
+    _check_method,
+    _query_pairs,
+    fit_fusion,
+)
 
 if TYPE_CHECKING:
     from .embed import Embedder, Features
@@ -110,24 +121,16 @@ def leave_one_out_scores(
     side_aware: bool = True,
 ) -> tuple[PairScores, np.ndarray]:
     """Score every valid image against all the others. Returns ``(scores, queries)`` where ``queries`` are
-    the row indices (into the valid images) of images whose identity has another image."""
+    the row indices (into the valid images) of images whose identity has another image.
+
+    ``fused`` without a ``calibration`` is fused cross-fitted (see :func:`evaluate`), so that these scores,
+    not only the figures computed from them, never learned from the query's own individual.
+    """
     valid = np.flatnonzero(features.valid)
     labels = np.asarray(labels, dtype=object)[valid]
-    sides = [features.sides[i] for i in valid] if features.sides else ["unknown"] * len(valid)
-    local = [features.local[i] for i in valid] if features.local is not None else None
-    meta = pd.DataFrame({"path": [features.names[i] for i in valid], "side": sides})
-    gallery = Gallery.from_embeddings(
-        features.embeddings[valid], list(labels), metadata=meta, backbone=backbone, local=local
-    )
-    from .embed import Features as _F
-
-    sub = _F(
-        names=list(meta["path"]),
-        embeddings=features.embeddings[valid],
-        local=local,
-        valid=np.ones(len(valid), bool),
-        sides=sides,
-    )
+    sub = _subset(features, valid)
+    meta = pd.DataFrame({"path": sub.names, "side": sub.sides})
+    gallery = Gallery.from_embeddings(sub.embeddings, list(labels), metadata=meta, backbone=backbone, local=sub.local)
     matcher = Matcher(method=method, calibration=calibration, side_aware=side_aware).fit(gallery)
     ps = matcher.scores(sub, exclude=list(range(len(valid))))
     allowed = np.isfinite(ps.cosine)
@@ -143,27 +146,41 @@ def _cross_fitted_fusion(ps: PairScores, labels: np.ndarray, queries: np.ndarray
     """Fused scores where each query's fusion was fitted on the other queries' identities only.
 
     The fusion weights are learned from labelled pairs (as ``calibrate`` does on a gallery), but never from
-    the query's own individual, so the leave-one-out figure stays honest. Falls back to the default
-    calibration when a fold lacks same- or different-individual pairs.
+    the query's own individual, so the leave-one-out figure stays honest. The pairs are built once for all
+    queries; each fold fits on the rows of its training queries. Falls back to the default calibration
+    when a fold lacks same- or different-individual pairs.
     """
-    from .match import DEFAULT_CALIBRATION, fit_fusion, pair_features
-
     final = ps.final.copy()
     ids = sorted(set(labels[queries]))
     fold_of = {ident: k % n_folds for k, ident in enumerate(ids)}
     folds = np.array([fold_of[labels[q]] for q in queries])
+    x, y, owner = _query_pairs(ps, labels, queries)
     for k in range(n_folds):
         test, train = queries[folds == k], queries[folds != k]
         if not len(test):
             continue
-        x, y = pair_features(ps, labels, train)
+        rows = np.isin(owner, train)
         try:
-            coef, intercept = fit_fusion(x, y)
+            coef, intercept = fit_fusion(x[rows], y[rows])
             cal = Calibration(coef=coef, intercept=intercept)
         except ValueError:
             cal = DEFAULT_CALIBRATION
         final[test] = cal.fuse(ps.cosine[test], ps.local[test])
     return final
+
+
+def _subset(features: Features, idx: np.ndarray) -> Features:
+    """Rows ``idx`` of ``features`` (valid images), with their sides (``unknown`` when none were given)."""
+    from .embed import Features as _F
+
+    sides = features.sides or ["unknown"] * len(features)
+    return _F(
+        names=[features.names[i] for i in idx],
+        embeddings=features.embeddings[idx],
+        local=[features.local[i] for i in idx] if features.local is not None else None,
+        valid=np.ones(len(idx), bool),
+        sides=[sides[i] for i in idx],
+    )
 
 
 def _labelled_features(
@@ -339,12 +356,10 @@ def evaluate_open_set(
     each flank (by ``datetime`` when present); every other image is a query, of a known individual or of a
     new one. ``split="time"``: the gallery is every image before the median ``datetime``; queries are
     the later ones (a flank first seen later is new). Reports the AUROC of the top-1 score (known vs
-    new), top-1 accuracy on known queries, and error rates at ``threshold`` (default: the method's).
+    new), top-1 accuracy on known queries, and error rates at ``threshold`` (default: the method's
+    calibrated one, else the balanced-error threshold on these scores, picked by :func:`calibrate`'s rule).
     """
     from sklearn.metrics import roc_auc_score
-
-    from .embed import Features as _F
-    from .match import Matcher
 
     df, features = _labelled_features(data, method=method, embedder=embedder, root=root, features=features)
     ok = features.valid
@@ -367,21 +382,15 @@ def evaluate_open_set(
         raise ValueError(f"split must be 'identity' or 'time', not {split!r}")
     g_idx = np.flatnonzero(in_gallery & ok)
     q_idx = np.flatnonzero(~in_gallery & ok)
-    sides = features.sides or ["unknown"] * len(df)
+    enrolled = _subset(features, g_idx)
     gallery = Gallery.from_embeddings(
-        features.embeddings[g_idx],
+        enrolled.embeddings,
         df["identity"].iloc[g_idx].tolist(),
-        metadata=pd.DataFrame({"path": df["path"].iloc[g_idx].to_numpy(), "side": [sides[i] for i in g_idx]}),
-        local=[features.local[i] for i in g_idx] if features.local is not None else None,
+        metadata=pd.DataFrame({"path": df["path"].iloc[g_idx].to_numpy(), "side": enrolled.sides}),
+        local=enrolled.local,
     )
     matcher = Matcher(method=method).fit(gallery)
-    sub = _F(
-        names=[features.names[i] for i in q_idx],
-        embeddings=features.embeddings[q_idx],
-        local=[features.local[i] for i in q_idx] if features.local is not None else None,
-        valid=np.ones(len(q_idx), bool),
-        sides=[sides[i] for i in q_idx],
-    )
+    sub = _subset(features, q_idx)
     ids, sc, _ = matcher.rank(matcher.scores(sub), top_k=1)
     truth = df["identity"].iloc[q_idx].to_numpy(dtype=object)
     keys = _flank_keys(df)[q_idx] if split == "time" else truth
@@ -389,10 +398,8 @@ def evaluate_open_set(
     top = sc[:, 0].astype(float)
     auroc = float(roc_auc_score(is_known, top)) if is_known.any() and (~is_known).any() else float("nan")
     thr = threshold if threshold is not None else matcher.threshold(None)
-    if thr is None:  # no calibrated threshold for this method: the balanced-error one, for reporting
-        u = np.unique(top)
-        errs = [(np.mean(top[is_known] < t) + np.mean(top[~is_known] >= t)) / 2 for t in u]
-        thr = float(u[int(np.argmin(errs))]) if len(u) else 0.0
+    if thr is None:  # no calibrated threshold for this method: the balanced-error one (calibrate's rule)
+        thr = _best_threshold(top[is_known], top[~is_known], default=0.0)
     return OpenSetEvaluation(
         method=method,
         split=split,

@@ -311,7 +311,7 @@ def calibrate(
     _check_method(method)
     n = len(gallery)
     labels = gallery.labels
-    matcher = Matcher(method="fused" if method == "fused" else method, shortlist=shortlist).fit(gallery)
+    matcher = Matcher(method=method, shortlist=shortlist).fit(gallery)
     feats = Features(
         names=list(gallery.metadata["path"].astype(str)),
         embeddings=gallery.embeddings.copy(),
@@ -338,16 +338,7 @@ def calibrate(
     y_true = np.r_[np.ones(len(known)), np.zeros(len(new))]
     s_all = np.r_[known, new]
     auroc = float(roc_auc_score(y_true, s_all))
-    u = np.unique(s_all[np.isfinite(s_all)])
-    cands = np.r_[u[:1], (u[1:] + u[:-1]) / 2] if len(u) > 1 else u  # midpoints: a clean gap is split
-    best_t, best_err = float(cands[0]) if len(cands) else 0.5, math.inf
-    for t in cands:
-        fnr, fmr = float(np.mean(known < t)), float(np.mean(new >= t))
-        if max_false_match is not None:
-            if fmr <= max_false_match and fnr < best_err:
-                best_t, best_err = float(t), fnr
-        elif (fnr + fmr) / 2 < best_err:
-            best_t, best_err = float(t), (fnr + fmr) / 2
+    best_t = _best_threshold(known, new, max_false_match=max_false_match, default=0.5)
     fnr, fmr = float(np.mean(known < best_t)), float(np.mean(new >= best_t))
     lo = float(np.quantile(new, 0.5)) if len(new) else best_t
     hi = float(np.quantile(known, 0.5)) if len(known) else best_t
@@ -365,13 +356,48 @@ def calibrate(
     )
 
 
+def _best_threshold(
+    known: np.ndarray, new: np.ndarray, *, max_false_match: float | None = None, default: float
+) -> float:
+    """The new-individual threshold from the top scores of queries whose individual is known and of new ones.
+
+    Candidates are the lowest finite score and the midpoints between consecutive distinct ones (a clean gap
+    is split down the middle, not placed on a score); the pick has the lowest balanced error, or with
+    ``max_false_match`` the lowest false-new rate among those within it; ties go to the lowest. A query is
+    called known when its score is ``>=`` the threshold. ``default`` when no score is finite. Shared by
+    :func:`calibrate` and :func:`~leopard_reid.evaluate_open_set` so both report the same rule.
+    """
+    known, new = np.asarray(known, dtype=np.float64), np.asarray(new, dtype=np.float64)
+    s_all = np.r_[known, new]
+    u = np.unique(s_all[np.isfinite(s_all)])
+    cands = np.r_[u[:1], (u[1:] + u[:-1]) / 2] if len(u) > 1 else u
+    best_t, best_err = float(cands[0]) if len(cands) else default, math.inf
+    for t in cands:
+        fnr, fmr = float(np.mean(known < t)), float(np.mean(new >= t))
+        if max_false_match is not None:
+            if fmr <= max_false_match and fnr < best_err:
+                best_t, best_err = float(t), fnr
+        elif (fnr + fmr) / 2 < best_err:
+            best_t, best_err = float(t), (fnr + fmr) / 2
+    return best_t
+
+
 def pair_features(
     scores: PairScores, labels: np.ndarray, queries: np.ndarray, *, shortlist: int = 20
 ) -> tuple[np.ndarray, np.ndarray]:
     """Training pairs for the fusion: each query with its top candidates (by keypoint score and by cosine)
     and all its true matches. Returns ``x`` = (cosine, log1p(local)) per pair and ``y`` = same individual."""
+    x, y, _ = _query_pairs(scores, labels, queries, shortlist=shortlist)
+    return x, y
+
+
+def _query_pairs(
+    scores: PairScores, labels: np.ndarray, queries: np.ndarray, *, shortlist: int = 20
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`pair_features` plus the query (row of ``scores``) of each pair, in the order of ``queries``:
+    computed once, the pairs of any subset of the queries are a row mask (cross-fitting needs no rescoring)."""
     labels = np.asarray(labels, dtype=object)
-    xs, ys = [], []
+    xs, ys, owners = [], [], []
     for i in queries:
         valid = np.isfinite(scores.cosine[i])
         same = (labels == labels[i]) & valid
@@ -382,9 +408,10 @@ def pair_features(
         pairs = pairs[valid[pairs] & (pairs != i)]
         xs.append(np.c_[scores.cosine[i, pairs], np.log1p(np.maximum(scores.local[i, pairs], 0))])
         ys.append(same[pairs])
+        owners.append(np.full(len(pairs), i, dtype=np.int64))
     if not xs:
-        return np.zeros((0, 2)), np.zeros(0, bool)
-    return np.concatenate(xs), np.concatenate(ys)
+        return np.zeros((0, 2)), np.zeros(0, bool), np.zeros(0, np.int64)
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(owners)
 
 
 def fit_fusion(x: np.ndarray, y: np.ndarray) -> tuple[tuple[float, float], float]:

@@ -3,9 +3,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import leopard_reid as lr
+from leopard_reid.embed import Features
 from leopard_reid.evaluate import rank_metrics
 
 
@@ -50,6 +52,22 @@ def test_open_set_split_separates_known_from_new(population, embedder):
     assert glob.auroc < res.auroc
     with pytest.raises(ValueError, match="split"):
         lr.evaluate_open_set(meta, split="random", root=root, features=feats)
+
+
+def test_open_set_and_calibrate_pick_the_same_threshold():
+    # two individuals of two images: cosine 0.8 within an individual, 0.2 across
+    w, c = 0.8, 0.2
+    gram = np.array([[1, w, c, c], [w, 1, c, c], [c, c, 1, w], [c, c, w, 1]])
+    emb = np.linalg.cholesky(gram).astype(np.float32)  # rows with exactly these cosines
+    meta = pd.DataFrame({"path": ["a1.jpg", "a2.jpg", "b1.jpg", "b2.jpg"], "identity": ["A", "A", "B", "B"]})
+    feats = Features(names=list(meta["path"]), embeddings=emb, local=None, valid=np.ones(4, bool))
+    cal = lr.calibrate(lr.Gallery.from_embeddings(emb, list(meta["identity"]), metadata=meta[["path"]]),
+                       method="global")
+    res = lr.evaluate_open_set(meta, method="global", features=feats)
+    assert res.n_known_queries == 1 and res.n_new_queries == 2
+    assert c + 0.1 < res.threshold < w - 0.1  # inside the gap, not on the lowest known score
+    assert res.threshold == pytest.approx(cal.threshold, abs=1e-6) and cal.threshold == pytest.approx((w + c) / 2)
+    assert res.false_new_rate == res.false_match_rate == cal.false_new_rate == cal.false_match_rate == 0.0
 
 
 @pytest.mark.slow

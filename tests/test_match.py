@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import leopard_reid as lr
-from leopard_reid.match import Calibration, Matcher
+from leopard_reid.match import Calibration, Matcher, _best_threshold
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +104,12 @@ def test_probability_is_monotone():
     cal = Calibration(coef=(4.0, 2.0), intercept=-6.0)
     p = cal.probability(np.array([0.1, 0.5, 0.5]), np.array([0.0, 0.0, 20.0]))
     assert p[0] < p[1] < p[2]
+
+
+def test_threshold_rule_splits_a_clean_gap_and_honours_max_false_match():
+    known, new = np.array([0.6, 0.9, 0.7]), np.array([0.1, 0.4, 0.2, -np.inf])
+    assert _best_threshold(known, new, default=0.5) == pytest.approx(0.5)  # midway, not on a score
+    known, new = np.array([0.3, 0.6, 0.9]), np.array([0.2, 0.5, 0.8])
+    assert _best_threshold(known, new, default=0.5) == pytest.approx(0.25)  # balanced-error ties go low
+    assert _best_threshold(known, new, max_false_match=0.0, default=0.5) == pytest.approx(0.85)
+    assert _best_threshold(np.array([-np.inf]), np.zeros(0), default=0.5) == 0.5
