@@ -248,7 +248,9 @@ def _pixel_box(box: Sequence[float], fmt: str, size: tuple[int, int]) -> tuple[i
 
 
 def _table(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
-    """A CSV (all columns as text) or a copy of a DataFrame, with lower-case stripped column names."""
+    """A CSV (all columns as text) or a copy of a DataFrame, with lower-case stripped column names.
+
+    A file that cannot be read as CSV is refused with its name and the reason."""
     import pandas as pd
 
     if isinstance(source, pd.DataFrame):
@@ -258,12 +260,17 @@ def _table(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
             df = pd.read_csv(source, dtype=str, keep_default_na=False)
         except FileNotFoundError:
             raise CensusError(f"{source}: file not found") from None
+        except IsADirectoryError:
+            raise CensusError(f"{source}: is a folder, not a CSV file") from None
+        except OSError as err:
+            raise CensusError(f"{source}: cannot read ({err.strerror or err})") from None
+        except ValueError as err:  # not UTF-8, empty, or malformed (pandas' parser errors are ValueErrors)
+            raise CensusError(f"{source}: not a readable CSV file ({err})") from None
     df.columns = [str(c).strip().lower() for c in df.columns]
     return df
 
 
 def _read_sightings(sightings: str | os.PathLike | pd.DataFrame | None) -> dict[str, dict[str, Any]]:
-
     if sightings is None:
         return {}
     df = _table(sightings)
@@ -282,7 +289,6 @@ def _read_sightings(sightings: str | os.PathLike | pd.DataFrame | None) -> dict[
 
 
 def _read_cameras(cameras: str | os.PathLike | pd.DataFrame | None) -> pd.DataFrame | None:
-
     if cameras is None:
         return None
     df = _table(cameras)
@@ -408,30 +414,6 @@ def _link_flanks(
 
 
 # ---------------------------------------------------------------------------------------------- scoring
-def _identity_index(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    import pandas as pd
-
-    codes, uniques = pd.factorize(pd.Series(labels, dtype=object), sort=True)
-    import numpy as np
-
-    order = np.argsort(codes, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
-    return uniques.to_numpy(dtype=object), order, starts
-
-
-def _per_identity(final: np.ndarray, order: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(n, n_ids) best score per identity and the exemplar index achieving it."""
-    import numpy as np
-
-    s = np.where(np.isfinite(final), final, -np.inf)[:, order]
-    best = np.maximum.reduceat(s, starts, axis=1)
-    ends = np.r_[starts[1:], s.shape[1]]
-    arg = np.empty(best.shape, np.int64)
-    for k, (a, b) in enumerate(zip(starts, ends)):
-        arg[:, k] = order[a + np.argmax(s[:, a:b], axis=1)]
-    return best, arg
-
-
 def _bubble(decision: str) -> int:
     return {"uncertain": 0, "new": 1, "known": 2}.get(decision, 3)
 
@@ -489,7 +471,7 @@ def run_census(
     from tqdm.auto import tqdm
 
     from .embed import Embedder
-    from .gallery import Gallery, GalleryError
+    from .gallery import Gallery, GalleryError, _IdentityGroups
     from .io import Record
     from .match import Matcher
 
@@ -562,7 +544,8 @@ def run_census(
         lo, hi = min(lo, thr), max(hi, thr)
     else:
         lo = hi = thr
-    id_names, id_order, id_starts = _identity_index(matcher.labels_)
+    by_identity = _IdentityGroups(matcher.labels_)
+    id_names = by_identity.names
     per_id = np.full((n, len(id_names)), -np.inf, np.float32)
     per_ex = np.zeros((n, len(id_names)), np.int64)
     valid = np.zeros(n, bool)
@@ -583,7 +566,7 @@ def run_census(
             bar.update(len(part))
             continue
         ps = matcher.scores(feats)
-        best, arg = _per_identity(ps.final, id_order, id_starts)
+        best, arg = by_identity.best(np.where(np.isfinite(ps.final), ps.final, -np.inf))  # a NaN never wins
         idx = np.arange(start, start + len(part))
         per_id[idx] = best
         per_ex[idx] = arg
@@ -793,7 +776,6 @@ def _cluster_new(
         n_clusters=None, metric="precomputed", linkage=linkage, distance_threshold=1.0 - thr
     ).fit_predict(dist)
     return {g: int(lab) for g, lab in zip(unmatched, labels)}
-
 
 
 # ---------------------------------------------------------------------------------------------- writers
@@ -1143,26 +1125,21 @@ def apply_review(
     If any row cannot be used nothing is written; otherwise the gallery is saved with
     :meth:`Gallery.save` (atomic, previous version kept as ``<gallery>.bak``). Returns a summary dict.
     """
-    import numpy as np
     import pandas as pd
 
     from .embed import Embedder
     from .gallery import Gallery
     from .io import ImageError, Record, parse_bbox
 
+    df = _table(decisions)
     if isinstance(decisions, pd.DataFrame):
-        df = decisions.copy().astype(str)
-        base = Path(root) if root is not None else Path.cwd()
+        df = df.astype(str)  # text, as read from a CSV
+        name, base = "decisions", Path(root) if root is not None else Path.cwd()
     else:
-        try:
-            df = pd.read_csv(decisions, dtype=str, keep_default_na=False)
-        except FileNotFoundError:
-            raise CensusError(f"{decisions}: file not found") from None
-        base = Path(root) if root is not None else Path(decisions).resolve().parent
-    df.columns = [str(c).strip().lower() for c in df.columns]
+        name, base = str(decisions), Path(root) if root is not None else Path(decisions).resolve().parent
     missing = [c for c in DECISION_COLUMNS if c not in df.columns]
     if missing:
-        raise CensusError(f"decisions table needs {', '.join(DECISION_COLUMNS)}; missing {', '.join(missing)}")
+        raise CensusError(f"{name}: needs the columns {', '.join(DECISION_COLUMNS)}; missing {', '.join(missing)}")
     g = Gallery.load(gallery)
     before = set(g.identities)
     have = {(str(p), tuple(b) if b else None) for p, b in zip(g.metadata["path"], g.metadata["bbox"])}
@@ -1203,7 +1180,6 @@ def apply_review(
                      "datetime": str(r.get("datetime", "") or "") or None})
     if problems:
         more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
-        name = "decisions" if isinstance(decisions, pd.DataFrame) else str(decisions)
         raise CensusError(f"{name}: " + "; ".join(problems[:20]) + more)
     summary = {"added": 0, "new_individuals": [], "skipped": skipped, "gallery": str(gallery)}
     if not take:
@@ -1222,12 +1198,11 @@ def apply_review(
     if feats.errors or not feats.valid.all():
         listing = "; ".join(str(e) for e in feats.errors[:10])
         raise ImageError("decisions", f"{len(feats.errors)} detection(s) could not be read, nothing applied: {listing}")
-    g.add(feats.embeddings, rows["identity"].tolist(), metadata=rows,
-          local=list(feats.local) if feats.local is not None else None)
+    g.add_described(feats, rows)
     g.save(gallery)
     summary["added"] = int(len(rows))
     summary["new_individuals"] = sorted(set(rows["identity"]) - before)
-    summary["identities"] = int(len(np.unique(g.labels)))
+    summary["identities"] = len(g.identities)
     return summary
 
 

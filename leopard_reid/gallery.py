@@ -17,9 +17,9 @@ import os
 import shutil
 import stat
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -557,35 +557,34 @@ def _temporary(target: Path, like: Path) -> tuple[int, str]:
     raise GalleryError(f"{target}: cannot create a temporary file beside it")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over it: readers see old or new, never half."""
-    fd, tmp = _temporary(path, path)
+@contextlib.contextmanager
+def _replacing(target: Path, like: Path) -> Iterator[BinaryIO]:
+    """A temporary file beside ``target`` to write; once written it is fsynced and renamed over ``target``
+    (readers see the old or the new file, never half of one), and on any error it is deleted."""
+    fd, tmp = _temporary(target, like)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (the rename too is fsynced)."""
+    with _replacing(path, path) as fh:
+        fh.write(data)
     _fsync_dir(path.parent)
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` the same atomic way (used for the ``.bak`` of the previous version)."""
-    fd, tmp = _temporary(dst, src)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with _replacing(dst, src) as out, open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out, 1 << 20)
 
 
 # ---------------------------------------------------------------------- search kernels
@@ -605,6 +604,36 @@ def search_scores(
         yield rows, query[rows] @ gallery.T
 
 
+class _IdentityGroups:
+    """The exemplars of each identity, to reduce per-exemplar scores to per-identity ones (best exemplar).
+
+    ``names`` are the identities, sorted: column ``k`` of :meth:`best` is ``names[k]``. Shared by
+    :func:`top_identities` and the census, so both group exemplars and break ties the same way.
+    """
+
+    def __init__(self, labels: np.ndarray) -> None:
+        codes, uniques = pd.factorize(pd.Series(labels, dtype=object), sort=True)
+        self.names: np.ndarray = uniques.to_numpy(dtype=object)
+        self._order = np.argsort(codes, kind="stable")  # exemplars by identity, gallery order within one
+        self._starts = np.flatnonzero(np.r_[True, np.diff(codes[self._order]) != 0])
+        self._sizes = np.diff(np.r_[self._starts, len(self._order)])
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def best(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, n_identities)`` best score per identity and the exemplar index achieving it.
+
+        Like ``max`` and ``argmax`` over each identity's exemplars (the first exemplar wins a tie, a NaN
+        wins its identity), without a Python loop over identities.
+        """
+        s = scores[:, self._order]
+        best = np.maximum.reduceat(s, self._starts, axis=1)
+        at_best = (s == np.repeat(best, self._sizes, axis=1)) | np.isnan(s)
+        first = np.minimum.reduceat(np.where(at_best, np.arange(s.shape[1]), s.shape[1]), self._starts, axis=1)
+        return best, self._order[first]
+
+
 def top_identities(
     query: np.ndarray,
     gallery: np.ndarray,
@@ -619,10 +648,8 @@ def top_identities(
     Returns ``(identities, scores, exemplar_indices)``, each ``(n_queries, k)`` with ``k = min(top_k,
     n_identities)``. ``scores`` may supply precomputed score blocks (e.g. fused scores) instead of cosine.
     """
-    codes, uniques = pd.factorize(pd.Series(labels, dtype=object), sort=True)
-    order = np.argsort(codes, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
-    n_ids = len(uniques)
+    groups = _IdentityGroups(labels)
+    n_ids = len(groups)
     k = min(top_k, n_ids)
     nq = query.shape[0]
     out_ids = np.empty((nq, k), dtype=np.int64)
@@ -630,8 +657,7 @@ def top_identities(
     out_ex = np.empty((nq, k), dtype=np.int64)
     blocks = scores if scores is not None else search_scores(query, gallery, block_size=block_size)
     for rows, s in blocks:
-        s_sorted = s[:, order]
-        per_id = np.maximum.reduceat(s_sorted, starts, axis=1)
+        per_id, per_ex = groups.best(s)
         if k < n_ids:
             part = np.argpartition(-per_id, k - 1, axis=1)[:, :k]
         else:
@@ -641,9 +667,5 @@ def top_identities(
         top = np.take_along_axis(part, o, axis=1)
         out_ids[rows] = top
         out_scores[rows] = np.take_along_axis(part_scores, o, axis=1)
-        ends = np.r_[starts[1:], len(order)]
-        for r in range(s.shape[0]):
-            for j in range(k):
-                seg = order[starts[top[r, j]] : ends[top[r, j]]]
-                out_ex[rows.start + r, j] = seg[int(np.argmax(s[r, seg]))]
-    return uniques.to_numpy(dtype=object)[out_ids], out_scores, out_ex
+        out_ex[rows] = np.take_along_axis(per_ex, top, axis=1)
+    return groups.names[out_ids], out_scores, out_ex

@@ -284,6 +284,21 @@ def test_apply_review_atomic_and_reversible(season, tmp_path):
     assert apply_review(tmp_path / "decisions.csv", gallery=gpath, root=season["root"])["added"] == 0
 
 
+
+def test_apply_review_refuses_an_unreadable_decisions_file_by_name(tmp_path):
+    from leopard_reid.census import CensusError, apply_review
+
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "broken.csv").write_text('path,bbox\n"a.jpg,[0, 0, 5, 5]\n')  # unterminated quote
+    (tmp_path / "columns.csv").write_text("path,bbox\na.jpg,\n")
+    cases = {"empty.csv": "not a readable CSV file", "broken.csv": "not a readable CSV file",
+             "columns.csv": "missing proposed, decision, identity", "none.csv": "file not found", "": "is a folder"}
+    for name, reason in cases.items():
+        path = tmp_path / name
+        with pytest.raises(CensusError) as err:
+            apply_review(path, gallery=tmp_path / "g.lrg")  # refused before the gallery is opened
+        assert str(err.value).startswith(f"{path}: ") and reason in str(err.value)
+
 def test_cli_shape():
     from leopard_reid.cli import build_parser
 

@@ -517,6 +517,25 @@ def test_search_equals_brute_force(block_size, top_k):
         assert got["exemplar"].tolist() == [f"p{e[2]}" for e in exp]
 
 
+
+def test_identity_groups_best_is_max_and_first_argmax_per_identity():
+    """Ties, masked (-inf) pairs, failed rows and NaN: as a plain max/argmax over each identity's exemplars."""
+    from leopard_reid.gallery import _IdentityGroups
+
+    rng = np.random.default_rng(3)
+    labels = np.array(["b", "a", "c", "a", "b", "a", "d"], dtype=object)
+    s = rng.integers(0, 3, (50, len(labels))).astype(np.float64)  # small integers: many ties
+    s[rng.random(s.shape) < 0.3] = -np.inf
+    s[rng.random(s.shape) < 0.05] = np.nan
+    s[0] = -np.inf
+    groups = _IdentityGroups(labels)
+    best, arg = groups.best(s)
+    assert groups.names.tolist() == ["a", "b", "c", "d"] and best.shape == arg.shape == (50, 4)
+    for k, name in enumerate(groups.names):
+        cols = np.flatnonzero(labels == name)
+        assert np.array_equal(best[:, k], s[:, cols].max(axis=1), equal_nan=True)
+        assert np.array_equal(arg[:, k], cols[np.argmax(s[:, cols], axis=1)])
+
 def test_search_refuses_bad_queries():
     g = tiny_gallery(dim=4)
     assert len(g.search(np.ones(4))) == 2  # one query, 2 identities (a, b)
