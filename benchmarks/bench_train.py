@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py                      # 60x6 train (seed 101), 5 epochs, 30x4 test (seed 202)
     python benchmarks/bench_train.py --leopardtrails      # also evaluate on /work/shared/data/leopardtrails
     python benchmarks/bench_train.py --data /tmp/bt       # keep/reuse the generated images there
+    python benchmarks/bench_train.py --device cuda --workers 4   # on a GPU machine
 
 Protocol: :func:`leopard_reid.synthetic.generate` draws a training population (``--train-individuals`` x
 ``--train-sightings``, seed ``--train-seed``) and a test population of *different* individuals (another seed).
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2,
                     help="torch threads (2 on a quiet 2-core CPU; 1 can be faster when the CPU is busy)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="torch device for training and embedding (cpu, cuda)")
+    ap.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
     ap.add_argument("--data", default=None, help="folder for the generated images (default: a temporary one)")
     ap.add_argument("--out", default=None, help="checkpoint folder (default: inside --data)")
     ap.add_argument("--leopardtrails", action="store_true", help="also score leopardtrails before/after")
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"top1": round(ev.top1, 4), "top5": round(ev.top5, 4), "mAP": round(ev.mAP, 4),
                 "n_queries": ev.n_queries}
 
-    base = Embedder(device="cpu", num_workers=0, progress=False)
+    base = Embedder(device=args.device, num_workers=args.workers, progress=False)
     before = score(base, test_dir / "metadata.csv")
     print(f"ImageNet weights, test: {before}", flush=True)
 
@@ -113,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig(
         **extra,
         epochs=args.epochs, loss=args.loss, embedding_size=args.embedding_size, image_size=args.image_size or None,
-        batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed, device="cpu",
-        threads=args.threads, num_workers=0, patience=0, progress=sys.stderr.isatty(),
+        batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed, device=args.device,
+        threads=args.threads, num_workers=args.workers, patience=0, progress=sys.stderr.isatty(),
     )
     out = Path(args.out) if args.out else data / f"ckpt_{args.loss}_{int(time.time())}"
     t0, c0 = time.perf_counter(), time.process_time()
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  epoch {h['epoch']}: loss {h['loss'] if h['loss'] is None else round(h['loss'], 3)}, "
               f"val top-1 {h['val_top1']}, val mAP {h['val_mAP'] and round(h['val_mAP'], 3)}, "
               f"train {h['seconds']} s (process CPU {h['cpu_seconds']} s), val {h['val_seconds']} s", flush=True)
-    tuned = Embedder(checkpoint=folder, device="cpu", num_workers=0, progress=False)
+    tuned = Embedder(checkpoint=folder, device=args.device, num_workers=args.workers, progress=False)
     after = score(tuned, test_dir / "metadata.csv")
     print(f"fine-tuned (best epoch {cfg['epoch']}), test: {after}", flush=True)
     summary = {

@@ -233,10 +233,12 @@ def test_other_modes_become_8_bit_rgb(tmp_path, mode):
         img = Image.fromarray(np.asarray(base.convert("L")).astype(np.float32) / 255.0)
     else:
         img = base.convert(mode)
-    ext = ".tif" if mode in ("I", "F", "YCbCr") else ".png"
-    path = tmp_path / f"m{ext}"
-    img.save(path, **({"transparency": 0} if mode == "P_transparent" else {}))
-    out = load_image(path)
+    if mode == "YCbCr":  # no lossless format round-trips YCbCr in every Pillow (12.3 writes a truncated TIFF)
+        out = load_image(img)
+    else:
+        path = tmp_path / ("m.tif" if mode in ("I", "F") else "m.png")
+        img.save(path, **({"transparency": 0} if mode == "P_transparent" else {}))
+        out = load_image(path)
     assert out.mode == "RGB" and out.size == (64, 48)
     grey = np.asarray(base.convert("L"), dtype=np.float64)
     got = np.asarray(out.convert("L"), dtype=np.float64)

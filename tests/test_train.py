@@ -139,8 +139,9 @@ def test_checkpoint_reloads_bit_exactly(trained: tuple[Path, object], tiny: tupl
 
     want = Embedder(model, num_workers=0).embed(df, root=root)
     assert want.shape == (len(df), 32)
+    device = str(next(model.parameters()).device)  # cpu here; cuda where fine_tune found a GPU
     for ckpt in (folder, folder / "model.safetensors"):
-        emb = Embedder(checkpoint=ckpt, device="cpu", num_workers=0)
+        emb = Embedder(checkpoint=ckpt, device=device, num_workers=0)
         assert emb.data_config["input_size"] == (3, 64, 64)
         got = emb.embed(df, root=root)
         np.testing.assert_array_equal(got, want)
