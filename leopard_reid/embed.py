@@ -192,15 +192,18 @@ class Embedder:
         same pass, so each image is decoded once. See :class:`Features`."""
         import torch
 
+        from .local import extractor_options
+
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
         records = as_records(images, root=root)
         n = len(records)
-        local_opts = ({} if local is True else dict(local)) if local else None
+        # every extractor option resolved: the cache key then changes with any default, and typos fail here
+        local_opts = extractor_options(None if local is True else local) if local else None
         if self.cache is not None:
             return self._describe_cached(records, local_opts, on_error)
         side = min(self.data_config["input_size"][1:])
-        reduce_to = side if local_opts is None else local_opts.get("max_side", 800)
+        reduce_to = side if local_opts is None else local_opts["max_side"]
         dataset = _Dataset(records, self.transform, reduce_to, local_opts)
         workers = self.num_workers
         if workers is None:

@@ -3,8 +3,9 @@
 Global CNN embeddings of a spot pattern are weak on real leopards; matching the spots themselves is what
 works (HotSpotter, Crall et al. 2013).  This module
 
-1. extracts RootSIFT keypoints from a crop (:func:`extract_features`), upscaling tiny crops first,
-   and stores them compactly (uint8 descriptors, :func:`pack_features`);
+1. extracts RootSIFT keypoints from a crop and from affine-tilted views of it (ASIFT, Morel & Yu 2009:
+   a coat photographed obliquely in one picture still matches), upscaling tiny crops first
+   (:func:`extract_features`), and stores them compactly (uint8 descriptors, :func:`pack_features`);
 2. scores a query against every gallery exemplar at once with a local naive-Bayes nearest-neighbour
    (LNBNN) vote over one approximate nearest-neighbour index of all gallery descriptors
    (:class:`LocalMatcher`);
@@ -15,6 +16,7 @@ works (HotSpotter, Crall et al. 2013).  This module
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +35,7 @@ __all__ = [
     "LocalMatcher",
     "Verification",
     "extract_features",
+    "extractor_options",
     "pack_features",
     "unpack_features",
     "verify",
@@ -52,7 +55,8 @@ _MIN_USABLE_SIDE = 8  # below this (after any upscaling is impossible to trust) 
 class LocalFeatures:
     """Keypoints and descriptors of one image.
 
-    keypoints: float32 (n, 4) ``x, y, size, angle`` in the *input* image's pixel frame.
+    keypoints: float32 (n, 4) ``x, y, size, angle``: position in the *input* image's pixel frame; size and
+        angle as measured in the (possibly affine-tilted) view the keypoint was found in.
     descriptors: uint8 (n, 128) quantised RootSIFT (``round(255 * sqrt(l1-normalised SIFT))``).
     image_size: ``(width, height)`` of the input image.
     """
@@ -130,6 +134,7 @@ def extract_features(
     max_side: int = 800,
     min_side: int = 64,
     contrast_threshold: float = 0.04,
+    max_tilt: float = 2.0,
     clahe: bool = False,
     upright: bool = False,
 ) -> LocalFeatures:
@@ -137,11 +142,20 @@ def extract_features(
 
     The image is converted to greyscale, resized so its short side is at least ``min_side`` (tiny crops
     of 35 px give almost no keypoints otherwise) and its long side at most ``max_side`` (speed).
-    ``clahe=True`` equalises contrast first and ``upright=True`` drops keypoint orientation; both measured
-    worse on the real leopardtrails crops, so both are off by default.  Keypoints are returned in the
-    input image's pixel frame; at most ``max_keypoints`` strongest are kept.  A blank or tiny image gives
-    empty features.
+    ``max_tilt >= sqrt(2)`` also detects keypoints in affine-simulated views of the crop (ASIFT: tilts
+    sqrt(2), 2, 2 sqrt(2)... up to ``max_tilt``, each at several in-plane rotations; OpenCV's
+    ``AffineFeature``; tilt t simulates a view arccos(1/t) off the camera axis, t = 2 is 60 degrees), because
+    two photos of one forehead or flank are rarely taken from the same angle. Measured on the real
+    leopardtrails crops, leave-one-out top-1 of keypoint matching rose from 0.714 to 0.821 (fused 0.786 to
+    0.821), for about 8x the extraction time (0.44 s for an 800 x 600 crop on 2 cores); ``max_tilt=1`` is
+    plain SIFT.
+    ``clahe=True`` equalises contrast first and ``upright=True`` drops keypoint orientation (plain SIFT
+    only); both measured worse on leopardtrails, so both are off by default.  Keypoints are returned in the
+    input image's pixel frame; at most ``max_keypoints`` strongest (by detector response) are kept.  A
+    blank or tiny image gives empty features.
     """
+    if upright and _tilt_levels(max_tilt) > 0:
+        raise ValueError("upright=True needs max_tilt=1 (orientation-free keypoints in tilted views are undefined)")
     gray = _to_gray(image)
     height, width = gray.shape
     if min(width, height) < 1 or max_keypoints <= 0:
@@ -159,7 +173,9 @@ def extract_features(
     if clahe:
         work = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(work)
     sift = cv2.SIFT_create(nfeatures=int(max_keypoints), contrastThreshold=float(contrast_threshold))
-    if upright:
+    if _tilt_levels(max_tilt) > 0:
+        kps, desc = _affine_detect(work, max_tilt, int(max_keypoints), float(contrast_threshold))
+    elif upright:
         kps = sift.detect(work, None)
         # gravity-vector assumption: drop the dominant orientation (duplicates differ only in angle)
         seen: set[tuple[float, float, float]] = set()
@@ -182,6 +198,55 @@ def extract_features(
     kp[:, 2] /= float(np.sqrt(sx * sy))
     q = np.clip(np.rint(root_sift(desc) * _DESC_SCALE), 0, 255).astype(np.uint8)
     return LocalFeatures(keypoints=kp, descriptors=q, image_size=(int(width), int(height)))
+
+
+def extractor_options(options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every option of :func:`extract_features`, the given ones over the defaults.
+
+    Unknown names raise ``TypeError``. The embedding cache keys stored keypoints by this dict, so a changed
+    default never serves keypoints extracted the old way.
+    """
+    params = inspect.signature(extract_features).parameters.values()
+    defaults = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+    unknown = sorted(set(options or {}) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown keypoint option(s) {', '.join(unknown)}; known: {', '.join(defaults)}")
+    return {**defaults, **(options or {})}
+
+
+_ROTATION_STEP = 72.0  # degrees at tilt 1; OpenCV's AffineFeature default (step 72 / t at tilt t)
+
+
+def _tilt_levels(max_tilt: float) -> int:
+    """Tilt levels ``t = 2**(k/2)``, ``k = 1..levels``, not above ``max_tilt`` (OpenCV's ``maxTilt``)."""
+    return max(0, int(np.floor(2.0 * np.log2(max(max_tilt, 1.0)) + 1e-4)))
+
+
+def _affine_views(levels: int) -> int:
+    """Views OpenCV's ``AffineFeature`` simulates: the image itself, then at each tilt ``t`` the in-plane
+    rotations ``0, s, 2s, ... < 180`` degrees with ``s = 72 / t``."""
+    views = 1
+    for k in range(1, levels + 1):
+        views += int(np.ceil(180.0 / (_ROTATION_STEP / 2.0 ** (0.5 * k)) - 1e-6))
+    return views
+
+
+def _affine_detect(work: np.ndarray, max_tilt: float, max_keypoints: int, contrast_threshold: float) -> tuple:
+    """ASIFT keypoints and descriptors of ``work``, the ``max_keypoints`` strongest over all views.
+
+    Each view keeps its own strongest ``2 * max_keypoints / views`` (SIFT's ``nfeatures``), so descriptors are
+    computed for a few thousand keypoints rather than the tens of thousands a textured coat gives: half the
+    time at equal matching accuracy on leopardtrails. The sort is stable, so the result is deterministic.
+    """
+    levels = _tilt_levels(max_tilt)
+    per_view = int(np.ceil(2.0 * max_keypoints / _affine_views(levels)))
+    backend = cv2.SIFT_create(nfeatures=per_view, contrastThreshold=contrast_threshold)
+    asift = cv2.AffineFeature_create(backend, maxTilt=levels, rotateStepBase=_ROTATION_STEP)
+    kps, desc = asift.detectAndCompute(work, None)
+    if desc is None or len(kps) == 0:
+        return (), None
+    order = np.argsort([-k.response for k in kps], kind="stable")[:max_keypoints]
+    return [kps[i] for i in order], desc[order]
 
 
 def pack_features(features: Sequence[LocalFeatures]) -> dict[str, np.ndarray]:

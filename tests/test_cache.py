@@ -37,6 +37,12 @@ def test_cache_keys_on_content_box_and_options(folder, tmp_path):
     e.embed([folder / "0.png"])
     e.describe([folder / "0.png"], local=True)  # same content, keypoints asked: another key
     assert len(e.cache) == 3
+    plain = e.describe([folder / "0.png"], local={"max_tilt": 1})  # other keypoint options: another key
+    assert len(e.cache) == 4
+    fresh = Embedder(progress=False).describe([folder / "0.png"], local={"max_tilt": 1})
+    assert np.array_equal(plain.local[0].descriptors, fresh.local[0].descriptors)
+    with pytest.raises(TypeError, match="max_tlit"):
+        e.describe([folder / "0.png"], local={"max_tlit": 1})
 
 
 def test_cache_with_bad_files_skips_and_reports(folder, tmp_path):

@@ -74,7 +74,7 @@ def test_open_set_and_calibrate_pick_the_same_threshold():
 def test_leopardtrails_default_method_beats_keypoint_baseline(leopardtrails, embedder):
     r = lr.evaluate(leopardtrails / "metadata.csv", embedder=embedder)
     assert r.n_queries == 28
-    assert r.top1 >= 0.5  # plain RootSIFT ratio counting reaches 0.50
+    assert r.top1 >= 0.80  # the target of issue 4; plain RootSIFT ratio counting reaches 0.46-0.50
 
 
 def test_suspect_duplicates_finds_an_animal_filed_under_two_names(population, embedder):

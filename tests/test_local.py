@@ -16,6 +16,7 @@ from leopard_reid.local import (
     LocalMatcher,
     Verification,
     extract_features,
+    extractor_options,
     pack_features,
     unpack_features,
     verify,
@@ -114,6 +115,39 @@ def test_blank_or_tiny_image_gives_empty_features(image: object) -> None:
     assert isinstance(v, Verification) and v.n_inliers == 0 and v.score == 0.0
 
 
+def test_affine_views_match_a_foreshortened_photo() -> None:
+    """The same coat photographed ~65 degrees off-axis (rotated, then squeezed 2.4x along one direction):
+    plain SIFT verifies nothing, the affine-simulated views (the default) verify it and pick it out of 8."""
+    images = [spot_pattern(200 + i, size=(480, 320)) for i in range(8)]
+    h, w = images[0].shape[:2]
+    oblique = cv2.resize(warp(images[1], angle=30, scale=1.0, seed=1), (int(w / 2.4), h), interpolation=cv2.INTER_AREA)
+    plain = verify(extract_features(oblique, max_tilt=1), extract_features(images[1], max_tilt=1))
+    affine = verify(extract_features(oblique), extract_features(images[1]))
+    assert plain.n_inliers < 4 <= 10 <= affine.n_inliers
+    m = LocalMatcher().fit([extract_features(im) for im in images])
+    assert int(np.argmax(m.score(extract_features(oblique)))) == 1
+
+
+def test_affine_extraction_is_deterministic_and_capped() -> None:
+    img = spot_pattern(31, size=(400, 300))
+    a, b = extract_features(img, max_keypoints=250), extract_features(img, max_keypoints=250)
+    assert len(a) == 250  # many views, the strongest kept
+    assert np.array_equal(a.keypoints, b.keypoints) and np.array_equal(a.descriptors, b.descriptors)
+    assert (a.points >= -0.5).all() and (a.points[:, 0] <= 400).all() and (a.points[:, 1] <= 300).all()
+    assert len(extract_features(img, max_tilt=1)) < len(extract_features(img))  # the views add keypoints
+
+
+def test_extractor_options() -> None:
+    opts = extractor_options({"max_tilt": 1})
+    assert opts["max_tilt"] == 1 and opts["max_keypoints"] == 1000 and set(opts) >= {"max_side", "upright"}
+    assert extractor_options() == extractor_options({})
+    with pytest.raises(TypeError, match="max_tlit"):
+        extractor_options({"max_tlit": 2})
+    with pytest.raises(ValueError, match="max_tilt=1"):
+        extract_features(spot_pattern(3), upright=True)
+    assert len(extract_features(spot_pattern(3), upright=True, max_tilt=1)) > 0
+
+
 def test_pack_unpack_roundtrip_bit_exact(tmp_path: Path) -> None:
     feats = [
         extract_features(spot_pattern(4)),
@@ -207,4 +241,4 @@ def test_leopardtrails_leave_one_out() -> None:
         true_best = row[(lab == lab[qi]) & (np.arange(len(lab)) != qi)].max()
         best_other = row[lab != lab[qi]].max()
         hits += bool(true_best > best_other)
-    assert hits / len(queries) >= 0.64
+    assert hits / len(queries) >= 0.78  # 0.821 measured; plain SIFT keypoints (max_tilt=1) reach 0.714
