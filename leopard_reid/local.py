@@ -214,6 +214,7 @@ def extractor_options(options: Mapping[str, Any] | None = None) -> dict[str, Any
     return {**defaults, **(options or {})}
 
 
+_SIFT_BORDER = 5  # px: OpenCV's SIFT_IMG_BORDER
 _ROTATION_STEP = 72.0  # degrees at tilt 1; OpenCV's AffineFeature default (step 72 / t at tilt t)
 
 
@@ -245,7 +246,14 @@ def _affine_detect(work: np.ndarray, max_tilt: float, max_keypoints: int, contra
     kps, desc = asift.detectAndCompute(work, None)
     if desc is None or len(kps) == 0:
         return (), None
-    order = np.argsort([-k.response for k in kps], kind="stable")[:max_keypoints]
+    # SIFT drops keypoints within 5 px of its image's border, but a tilted view's border is not the crop's:
+    # drop those at the crop's edge too (they describe the cut, and match the cut of any other crop)
+    h, w = work.shape[:2]
+    b = _SIFT_BORDER
+    inside = [i for i, k in enumerate(kps) if b <= k.pt[0] <= w - 1 - b and b <= k.pt[1] <= h - 1 - b]
+    if not inside:
+        return (), None
+    order = sorted(inside, key=lambda i: -kps[i].response)[:max_keypoints]  # stable: deterministic
     return [kps[i] for i in order], desc[order]
 
 
@@ -501,13 +509,16 @@ def _verify_matches(
         scale_tol,
         angle_tol,
     )
-    # one correspondence per candidate keypoint (a burst of query points onto one spot counts once)
     if inl.any():
         order = np.argsort(-w[inl], kind="stable")
         sel = np.flatnonzero(inl)[order]
+        # one correspondence per candidate keypoint (a burst of query points onto one spot counts once)
         _, first = np.unique(ci[sel], return_index=True)
+        sel = sel[np.sort(first)]
+        sel = sel[_distinct(query.keypoints[qi[sel], :2], candidate.keypoints[ci[sel], :2],
+                            _DUP_FRACTION * max(query.image_size), _DUP_FRACTION * max(candidate.image_size))]
         keep = np.zeros(n, bool)
-        keep[sel[first]] = True
+        keep[sel] = True
         inl = keep
     n_inl = int(inl.sum())
     if n_inl < min_inliers:
@@ -519,6 +530,27 @@ def _verify_matches(
         query_points=query.keypoints[qi[inl], :2].astype(np.float32),
         candidate_points=candidate.keypoints[ci[inl], :2].astype(np.float32),
     )
+
+
+_DUP_FRACTION = 0.01  # inliers closer than this (x the image's long side) in either image are one spot
+
+
+def _distinct(qp: np.ndarray, cp: np.ndarray, rq: float, rc: float) -> np.ndarray:
+    """Indices of correspondences (strongest first) kept when each spot may count once on either side.
+
+    Affine-simulated views detect one spot several times at nearly the same place; without this, a spot
+    seen in k views counts up to k inliers, which inflates the scores of different animals as much as those
+    of the same one (the ASIFT paper merges matches closer than sqrt(2) px the same way).
+    """
+    kept: list[int] = []
+    for i in range(len(qp)):
+        if kept:
+            dq = np.sum((qp[kept] - qp[i]) ** 2, axis=1)
+            dc = np.sum((cp[kept] - cp[i]) ** 2, axis=1)
+            if (dq < rq * rq).any() or (dc < rc * rc).any():
+                continue
+        kept.append(i)
+    return np.asarray(kept, np.int64)
 
 
 def _exact_knn(q: np.ndarray, g: np.ndarray, n: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:

@@ -242,3 +242,14 @@ def test_leopardtrails_leave_one_out() -> None:
         best_other = row[lab != lab[qi]].max()
         hits += bool(true_best > best_other)
     assert hits / len(queries) >= 0.78  # 0.821 measured; plain SIFT keypoints (max_tilt=1) reach 0.714
+
+
+def test_a_spot_counts_once_however_many_views_found_it() -> None:
+    from leopard_reid.local import _distinct
+
+    # three correspondences on one spot (as three affine views detect it), one elsewhere, one sharing only
+    # the candidate spot: strongest first, each spot counts once on either side
+    qp = np.array([[10, 10], [10.4, 10.2], [10.1, 9.8], [50, 50], [80, 20]], np.float32)
+    cp = np.array([[20, 20], [20.3, 20.1], [19.9, 20.2], [60, 60], [60.2, 60.1]], np.float32)
+    assert _distinct(qp, cp, 1.0, 1.0).tolist() == [0, 3]
+    assert _distinct(qp, cp, 0.1, 0.1).tolist() == [0, 1, 2, 3, 4]
