@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_args(p, required=True)
     p.add_argument("--method", choices=METHODS, default="fused")
     p.add_argument("--min-score", type=float, default=None,
-                   help="list pairs scoring at least this (default: the median same-identity pair's score)")
+                   help="list pairs scoring at least this (default: the 10th percentile of same-identity pair scores)")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--out", default=None, help="write the pairs as CSV here (default: print)")
     _add_model_args(p)
@@ -263,7 +263,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(pairs.to_csv(index=False))
     print(f"{len(pairs)} pair(s) filed under different identities score >= {pairs.attrs['min_score']:.3g} "
-          "(the median same-identity pair's score unless --min-score): check them by eye", file=sys.stderr)
+          "(the 10th percentile of same-identity pair scores unless --min-score): check them by eye", file=sys.stderr)
     return EXIT_OK
 
 

@@ -146,8 +146,8 @@ def extract_features(
     sqrt(2), 2, 2 sqrt(2)... up to ``max_tilt``, each at several in-plane rotations; OpenCV's
     ``AffineFeature``; tilt t simulates a view arccos(1/t) off the camera axis, t = 2 is 60 degrees), because
     two photos of one forehead or flank are rarely taken from the same angle. Measured on the real
-    leopardtrails crops, leave-one-out top-1 of keypoint matching rose from 0.714 to 0.821 (fused 0.786 to
-    0.821), for about 8x the extraction time (0.44 s for an 800 x 600 crop on 2 cores); ``max_tilt=1`` is
+    leopardtrails crops, leave-one-out top-1 of keypoint matching rose from 0.714 to 0.857 (fused 0.786 to
+    0.857), for about 7x the extraction time (0.55 s for a 1000 x 700 crop on 2 cores); ``max_tilt=1`` is
     plain SIFT.
     ``clahe=True`` equalises contrast first and ``upright=True`` drops keypoint orientation (plain SIFT
     only); both measured worse on leopardtrails, so both are off by default.  Keypoints are returned in the
