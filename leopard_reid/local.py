@@ -154,7 +154,8 @@ def extract_features(
     input image's pixel frame; at most ``max_keypoints`` strongest (by detector response) are kept.  A
     blank or tiny image gives empty features.
     """
-    if upright and _tilt_levels(max_tilt) > 0:
+    levels = _tilt_levels(max_tilt)
+    if upright and levels > 0:
         raise ValueError("upright=True needs max_tilt=1 (orientation-free keypoints in tilted views are undefined)")
     gray = _to_gray(image)
     height, width = gray.shape
@@ -172,22 +173,10 @@ def extract_features(
         work, sx, sy = gray, 1.0, 1.0
     if clahe:
         work = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(work)
-    sift = cv2.SIFT_create(nfeatures=int(max_keypoints), contrastThreshold=float(contrast_threshold))
-    if _tilt_levels(max_tilt) > 0:
-        kps, desc = _affine_detect(work, max_tilt, int(max_keypoints), float(contrast_threshold))
-    elif upright:
-        kps = sift.detect(work, None)
-        # gravity-vector assumption: drop the dominant orientation (duplicates differ only in angle)
-        seen: set[tuple[float, float, float]] = set()
-        up = []
-        for k in kps:
-            key = (round(k.pt[0], 2), round(k.pt[1], 2), round(k.size, 2))
-            if key not in seen:
-                seen.add(key)
-                up.append(cv2.KeyPoint(k.pt[0], k.pt[1], k.size, 0.0, k.response, k.octave, k.class_id))
-        kps, desc = sift.compute(work, up) if up else ((), None)
+    if levels > 0:
+        kps, desc = _affine_detect(work, levels, int(max_keypoints), float(contrast_threshold))
     else:
-        kps, desc = sift.detectAndCompute(work, None)
+        kps, desc = _sift_detect(work, int(max_keypoints), float(contrast_threshold), upright)
     if desc is None or len(kps) == 0:
         return _empty_features((width, height))
     kps, desc = kps[:max_keypoints], desc[:max_keypoints]
@@ -232,14 +221,29 @@ def _affine_views(levels: int) -> int:
     return views
 
 
-def _affine_detect(work: np.ndarray, max_tilt: float, max_keypoints: int, contrast_threshold: float) -> tuple:
+def _sift_detect(work: np.ndarray, max_keypoints: int, contrast_threshold: float, upright: bool) -> tuple:
+    """Plain SIFT keypoints and descriptors of ``work`` (at most ``max_keypoints``, strongest first)."""
+    sift = cv2.SIFT_create(nfeatures=max_keypoints, contrastThreshold=contrast_threshold)
+    if not upright:
+        return sift.detectAndCompute(work, None)
+    # gravity-vector assumption: drop the dominant orientation (duplicates differ only in angle)
+    seen: set[tuple[float, float, float]] = set()
+    up = []
+    for k in sift.detect(work, None):
+        key = (round(k.pt[0], 2), round(k.pt[1], 2), round(k.size, 2))
+        if key not in seen:
+            seen.add(key)
+            up.append(cv2.KeyPoint(k.pt[0], k.pt[1], k.size, 0.0, k.response, k.octave, k.class_id))
+    return sift.compute(work, up) if up else ((), None)
+
+
+def _affine_detect(work: np.ndarray, levels: int, max_keypoints: int, contrast_threshold: float) -> tuple:
     """ASIFT keypoints and descriptors of ``work``, the ``max_keypoints`` strongest over all views.
 
     Each view keeps its own strongest ``2 * max_keypoints / views`` (SIFT's ``nfeatures``), so descriptors are
     computed for a few thousand keypoints rather than the tens of thousands a textured coat gives: half the
     time at equal matching accuracy on leopardtrails. The sort is stable, so the result is deterministic.
     """
-    levels = _tilt_levels(max_tilt)
     per_view = int(np.ceil(2.0 * max_keypoints / _affine_views(levels)))
     backend = cv2.SIFT_create(nfeatures=per_view, contrastThreshold=contrast_threshold)
     asift = cv2.AffineFeature_create(backend, maxTilt=levels, rotateStepBase=_ROTATION_STEP)
