@@ -546,14 +546,14 @@ def _distinct(qp: np.ndarray, cp: np.ndarray, rq: float, rc: float) -> np.ndarra
     seen in k views counts up to k inliers, which inflates the scores of different animals as much as those
     of the same one (the ASIFT paper merges matches closer than sqrt(2) px the same way).
     """
-    kept: list[int] = []
-    for i in range(len(qp)):
-        if kept:
-            dq = np.sum((qp[kept] - qp[i]) ** 2, axis=1)
-            dc = np.sum((cp[kept] - cp[i]) ** 2, axis=1)
-            if (dq < rq * rq).any() or (dc < rc * rc).any():
-                continue
-        kept.append(i)
+    near = np.sum((qp[:, None, :] - qp[None, :, :]) ** 2, axis=2) < rq * rq
+    near |= np.sum((cp[:, None, :] - cp[None, :, :]) ** 2, axis=2) < rc * rc
+    dropped = np.zeros(len(qp), bool)
+    kept = []
+    for i in range(len(qp)):  # greedy, strongest first: a kept correspondence drops its neighbours
+        if not dropped[i]:
+            kept.append(i)
+            dropped |= near[i]
     return np.asarray(kept, np.int64)
 
 
