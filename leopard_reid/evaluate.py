@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -129,8 +130,7 @@ def leave_one_out_scores(
     valid = np.flatnonzero(features.valid)
     labels = np.asarray(labels, dtype=object)[valid]
     sub = _subset(features, valid)
-    meta = pd.DataFrame({"path": sub.names, "side": sub.sides})
-    gallery = Gallery.from_embeddings(sub.embeddings, list(labels), metadata=meta, backbone=backbone, local=sub.local)
+    gallery = _gallery_of(sub, labels, backbone=backbone)
     matcher = Matcher(method=method, calibration=calibration, side_aware=side_aware).fit(gallery)
     ps = matcher.scores(sub, exclude=list(range(len(valid))))
     allowed = np.isfinite(ps.cosine)
@@ -181,6 +181,12 @@ def _subset(features: Features, idx: np.ndarray) -> Features:
         valid=np.ones(len(idx), bool),
         sides=[sides[i] for i in idx],
     )
+
+
+def _gallery_of(sub: Features, labels: Sequence[str], *, backbone: str | None = None) -> Gallery:
+    """A gallery of the images of ``sub`` (from :func:`_subset`) under ``labels``, with their sides."""
+    meta = pd.DataFrame({"path": sub.names, "side": sub.sides})
+    return Gallery.from_embeddings(sub.embeddings, list(labels), metadata=meta, backbone=backbone, local=sub.local)
 
 
 def _labelled_features(
@@ -383,13 +389,7 @@ def evaluate_open_set(
         raise ValueError(f"split must be 'identity' or 'time', not {split!r}")
     g_idx = np.flatnonzero(in_gallery & ok)
     q_idx = np.flatnonzero(~in_gallery & ok)
-    enrolled = _subset(features, g_idx)
-    gallery = Gallery.from_embeddings(
-        enrolled.embeddings,
-        df["identity"].iloc[g_idx].tolist(),
-        metadata=pd.DataFrame({"path": df["path"].iloc[g_idx].to_numpy(), "side": enrolled.sides}),
-        local=enrolled.local,
-    )
+    gallery = _gallery_of(_subset(features, g_idx), df["identity"].iloc[g_idx])
     matcher = Matcher(method=method).fit(gallery)
     sub = _subset(features, q_idx)
     ids, sc, _ = matcher.rank(matcher.scores(sub), top_k=1)
