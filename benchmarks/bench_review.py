@@ -60,8 +60,9 @@ def synthetic_rows(n: int, crops: list[np.ndarray], idents: list[str], *, seed: 
     return rows, images
 
 
-def browser_open_seconds(page: Path) -> float:
-    """Seconds from navigation until review.js has drawn the first page of rows, in headless chromium."""
+def browser_open_seconds(page: Path) -> tuple[float, str, float]:
+    """In headless chromium: seconds from navigation until review.js has drawn the first page of rows, the
+    path of the last row after paging to the end, and the seconds per page turn."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -80,7 +81,15 @@ def browser_open_seconds(page: Path) -> float:
         seconds = time.perf_counter() - t
         if not n:
             raise RuntimeError("the page drew no rows")
-        return seconds
+        # every detection reachable: page through to the last one
+        t = time.perf_counter()
+        last = driver.execute_script(
+            "var b = document.getElementById('next-page'), k = 0;"
+            "while (!b.disabled) { b.click(); k++; }"
+            "var rows = document.querySelectorAll('#rows .det');"
+            "return [k, rows[rows.length - 1].dataset.path];")
+        flips = time.perf_counter() - t
+        return seconds, last[1], flips / max(1, last[0])
     finally:
         driver.quit()
 
@@ -112,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                "bytes_per_detection": round(size / args.detections), "thumbnails_s": round(t1 - t0, 2),
                "render_s": round(t2 - t1, 2), "images": len(images.items)}
         if args.browser:
-            res["browser_open_s"] = round(browser_open_seconds(out), 2)
+            opened, last, per_page = browser_open_seconds(out)
+            if last != rows[-1]["path"]:
+                raise SystemExit(f"the last page ends with {last}, not the last detection {rows[-1]['path']}")
+            res.update(browser_open_s=round(opened, 2), last_row_reached=last, page_turn_s=round(per_page, 3))
     if args.json:
         print(json.dumps(res))
     else:
