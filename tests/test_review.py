@@ -159,6 +159,34 @@ def test_census_writes_the_page_with_every_detection_pictured(season):  # noqa: 
     assert len(images) < 2 * len(rows)  # exemplars stored once
 
 
+def test_pictures_decode_each_exemplar_once_and_hold_few_crops(season, monkeypatch):  # noqa: F811
+    from leopard_reid import Gallery
+    from leopard_reid.io import parse_bbox
+    from leopard_reid.review import data
+
+    m = pd.read_csv(season["out"] / "matches.csv", dtype=str, keep_default_na=False)
+    m["score"] = m["score"].astype(float)
+    meta = pd.DataFrame({"source": [str(season["root"] / p) for p in m["path"]],
+                         "bbox": [parse_bbox(b) for b in m["bbox"]]})
+    gallery = Gallery.load(season["gallery"])
+    loads: list[str] = []
+    real = data._load
+    monkeypatch.setattr(data, "_load", lambda source, bbox: loads.append(str(source)) or real(source, bbox))
+    pics = data.Pictures(meta, local={}, gallery=gallery, gallery_path=season["gallery"], bases=[season["root"]],
+                         images=ImageTable(), keep=2)
+    held = []
+    crop = pics.crop
+    pics.crop = lambda i: (held.append(len(pics._crops)), crop(i))[1]
+    cand = [[(c.split(":")[0], float(c.split(":")[1]), int(np.flatnonzero(gallery.labels == c.split(":")[0])[0]))
+             for c in text.split(";")] for text in m["candidates"]]
+    rows = review_rows(m, cand, query_image=pics.query_image, exemplar_image=pics.exemplar_image, match=pics.match)
+    exemplars = {c["img"] for r in rows for c in r["cands"]}
+    gallery_files = {str(season["root"] / p) for p in gallery.metadata["path"]}
+    assert len([x for x in loads if x in gallery_files]) == len(exemplars)  # each exemplar decoded once
+    assert max(held) <= 2 and len(pics._crops) <= 2 and len(pics._feats) <= 2
+    assert all(r["img"] is not None and r["cands"][0]["m"] is not None for r in rows)
+
+
 # ------------------------------------------------------------------------------------------ browser
 def _chrome(download_dir: Path):
     pytest.importorskip("selenium")

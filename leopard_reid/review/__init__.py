@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
@@ -78,13 +79,22 @@ class ImageTable:
     def __init__(self, *, height: int = 128, max_width: int = 256, quality: int = 70) -> None:
         self.height, self.max_width, self.quality = height, max_width, quality
         self.items: list[list[Any]] = []  # [uri, width, height]
-        self._index: dict[Any, int] = {}
+        self._index: dict[Any, int | None] = {}
+
+    def has(self, key: Any) -> bool:
+        """Whether ``key`` was added already (then :meth:`get` answers without decoding anything)."""
+        return key in self._index
+
+    def get(self, key: Any) -> int | None:
+        """Index of the image stored under ``key``; None when it had no image."""
+        return self._index[key]
 
     def add(self, key: Any, img: np.ndarray | None) -> int | None:
         """Index of the image stored under ``key`` (encoding ``img`` the first time); None for no image."""
         if key in self._index:
             return self._index[key]
         if img is None:
+            self._index[key] = None
             return None
         uri, w, h = thumb_uri(img, height=self.height, max_width=self.max_width, quality=self.quality)
         self._index[key] = len(self.items)
@@ -116,8 +126,6 @@ def match_points(v: Verification, query_size: tuple[int, int], candidate_size: t
 # ---------------------------------------------------------------------------------------------- rows
 def _order(table: pd.DataFrame) -> list[int]:
     """Uncertain first, then new (grouped by provisional individual), then known; weakest score first."""
-    import math
-
     def key(i: int) -> tuple[Any, ...]:
         dec = str(table["decision"].iat[i])
         s = float(table["score"].iat[i])
@@ -129,14 +137,13 @@ def _order(table: pd.DataFrame) -> list[int]:
 
 def _text(v: Any) -> str:
     """A table cell as text ("" for None / NaN / <NA>)."""
-    try:
-        import pandas as pd
+    import pandas as pd
 
-        if v is None or (not isinstance(v, (list, tuple)) and pd.isna(v)):
-            return ""
-    except (TypeError, ValueError):
-        pass
-    return str(v)
+    try:
+        missing = v is None or bool(pd.isna(v))
+    except (TypeError, ValueError):  # list-like: not a missing scalar
+        missing = False
+    return "" if missing else str(v)
 
 
 def review_rows(
@@ -174,12 +181,12 @@ def review_rows(
         if j != i:
             rep = {"id": ident, "path": _text(table["path"].iat[j]), "img": query_image(j) if pics else None,
                    "m": match(i, "row", j) if pics else None}
-        score = float(r["score"]) if _text(r["score"]) else float("nan")
+        score = float(r["score"]) if _text(r["score"]) else math.nan
         rows.append({
             "key": f"{_text(r['path'])}|{_text(r['bbox'])}", "path": _text(r["path"]), "bbox": _text(r["bbox"]),
             "camera": _text(r["camera"]), "datetime": _text(r["datetime"]), "side": _text(r["side"]),
             "burst": _text(r.get("burst")), "occasion": _text(r.get("occasion")), "decision": dec,
-            "proposed": ident, "score": round(score, 3) if score == score else None,
+            "proposed": ident, "score": round(score, 3) if math.isfinite(score) else None,
             "flank": _text(r.get("flank_link")), "default": "confirm" if dec == "known" else "",
             "img": query_image(i) if pics else None, "cands": cands, "first": rep,
         })

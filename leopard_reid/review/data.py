@@ -1,11 +1,13 @@
 """What the review page pictures: detection crops, gallery exemplars and their verified correspondences.
 
-Every image is decoded at most once and stored once in an :class:`ImageTable`; correspondences are point
-lists (:func:`match_points`) the browser draws, so no picture of lines is ever encoded.
+Every image is stored once in an :class:`ImageTable` (an exemplar is decoded once however many rows show it);
+only a few decoded crops and keypoint sets are held at a time, so a season of thousands of detections fits in
+memory. Correspondences are point lists (:func:`match_points`) the browser draws: no picture of lines.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +38,18 @@ def find_image(path: str, bases: Sequence[Path]) -> Path | None:
     return None
 
 
+def _load(source: Any, bbox: Any) -> np.ndarray | None:
+    """A crop decoded as the census decodes it for keypoints; None when unreadable."""
+    import numpy as np
+
+    from ..io import ImageError, load_image
+
+    try:
+        return np.asarray(load_image(source, bbox=bbox, reduce_to=CROP_SIDE))
+    except ImageError:
+        return None
+
+
 class Pictures:
     """Lazily decoded crops, keypoints and correspondences for one census's review page.
 
@@ -45,57 +59,59 @@ class Pictures:
     the crop (what the page did before keypoints were cached; issue 17)."""
 
     def __init__(self, meta: pd.DataFrame, *, local: Mapping[int, LocalFeatures], gallery: Gallery,
-                 gallery_path: Path | None, bases: Sequence[Path], images: ImageTable) -> None:
+                 gallery_path: Path | None, bases: Sequence[Path], images: ImageTable, keep: int = 32) -> None:
         self.meta = meta
         self.local = local
         self.images = images
         self.g_local = gallery.local
         self.g_meta = gallery.metadata
         self.bases = ([gallery_path.resolve().parent] if gallery_path is not None else []) + list(bases)
-        self._crops: dict[tuple[str, int], np.ndarray | None] = {}
-        self._feats: dict[int, Any] = {}
+        self.keep = keep  # decoded crops and extracted keypoints held at once (a season's would not fit)
+        self._crops: OrderedDict[int, np.ndarray | None] = OrderedDict()
+        self._feats: OrderedDict[int, Any] = OrderedDict()
 
-    # -- crops
+    def _remember(self, cache: OrderedDict, key: int, value: Any) -> Any:
+        cache[key] = value
+        while len(cache) > self.keep:
+            cache.popitem(last=False)
+        return value
+
+    # -- crops and keypoints
     def crop(self, i: int) -> np.ndarray | None:
         """Row ``i``'s detection crop (RGB), None when unreadable."""
-        return self._load(("row", i), self.meta["source"].iat[i], self.meta["bbox"].iat[i])
+        if i in self._crops:
+            self._crops.move_to_end(i)
+            return self._crops[i]
+        return self._remember(self._crops, i, _load(self.meta["source"].iat[i], self.meta["bbox"].iat[i]))
 
     def exemplar(self, j: int) -> np.ndarray | None:
         """Gallery exemplar ``j``'s crop, None when its image is not found or unreadable."""
-        if ("ex", j) not in self._crops:
-            p = find_image(str(self.g_meta["path"].iat[j]), self.bases)
-            self._crops[("ex", j)] = None if p is None else self._load(("ex", j), p, self.g_meta["bbox"].iat[j])
-        return self._crops[("ex", j)]
-
-    def _load(self, key: tuple[str, int], source: Any, bbox: Any) -> np.ndarray | None:
-        import numpy as np
-
-        from ..io import ImageError, load_image
-
-        if key not in self._crops:
-            try:
-                self._crops[key] = np.asarray(load_image(source, bbox=bbox, reduce_to=CROP_SIDE))
-            except ImageError:
-                self._crops[key] = None
-        return self._crops[key]
+        p = find_image(str(self.g_meta["path"].iat[j]), self.bases)
+        return None if p is None else _load(p, self.g_meta["bbox"].iat[j])
 
     def features(self, i: int) -> Any:
         """Row ``i``'s keypoints: the census's, else extracted from its crop (None when unreadable)."""
-        if i not in self._feats:
-            f = self.local.get(i)
-            if f is None and self.crop(i) is not None:
-                from ..local import extract_features
+        f = self.local.get(i)
+        if f is not None:
+            return f
+        if i in self._feats:
+            self._feats.move_to_end(i)
+            return self._feats[i]
+        q = self.crop(i)
+        if q is not None:
+            from ..local import extract_features
 
-                f = extract_features(self.crop(i))
-            self._feats[i] = f
-        return self._feats[i]
+            f = extract_features(q)
+        return self._remember(self._feats, i, f)
 
     # -- what review_rows asks for
     def query_image(self, i: int) -> int | None:
-        return self.images.add(("row", i), self.crop(i))
+        key = ("row", i)
+        return self.images.get(key) if self.images.has(key) else self.images.add(key, self.crop(i))
 
     def exemplar_image(self, j: int) -> int | None:
-        return self.images.add(("ex", j), self.exemplar(j))
+        key = ("ex", j)
+        return self.images.get(key) if self.images.has(key) else self.images.add(key, self.exemplar(j))
 
     def match(self, i: int, kind: str, j: int) -> dict[str, Any] | None:
         """Verified correspondences of row ``i`` with exemplar ``j`` (``kind="exemplar"``) or row ``j``."""
