@@ -126,6 +126,14 @@ def test_bad_input_is_refused_with_the_reason():
         thumb_uri(np.zeros((10, 10), np.uint8))
     with pytest.raises(ReviewError, match="candidate lists"):
         review_rows(pd.DataFrame({"identity": ["a"]}), [], query_image=len, exemplar_image=len, match=len)
+    from leopard_reid.review import write_review
+
+    for bad, reason in (({"pictured": -1}, "pictured must be"), ({"quality": 0}, "quality in"),
+                        ({"thumb_height": 4}, "thumb_height must be")):
+        with pytest.raises(ReviewError, match=reason):
+            write_review("never.html", pd.DataFrame(), pd.DataFrame(), cand=[], local={}, gallery=None,
+                         gallery_path=None, bases=[], columns=COLUMNS, **bad)
+    assert not Path("never.html").exists()
 
 
 def test_thumbnails_are_small_and_points_relative():

@@ -295,6 +295,10 @@ def write_review(
     pictures but are still reviewable."""
     from .data import Pictures
 
+    if pictured is not None and pictured < 0:
+        raise ReviewError(f"pictured must be None (all rows) or a number of rows >= 0, got {pictured}")
+    if not (16 <= thumb_height <= 1024 and 1 <= quality <= 100):
+        raise ReviewError(f"thumb_height must be in [16, 1024] and quality in [1, 100], got {thumb_height}, {quality}")
     pics = Pictures(meta, local=local, gallery=gallery, gallery_path=gallery_path, bases=bases,
                     images=ImageTable(height=thumb_height, quality=quality))
     rows = review_rows(table, cand, query_image=pics.query_image, exemplar_image=pics.exemplar_image,
