@@ -9,8 +9,8 @@ unmatched ones into provisional new individuals (``NEW-0001`` ...), and writes i
 * ``capthist.txt`` + ``traps.txt``: capture histories for R ``secr::read.capthist(captfile, trapfile,
   fmt = "trapID")``;
 * ``review.html``: one self-contained page (images as data URIs, inline CSS/JS, no external link) showing
-  each detection beside its candidates and the verified keypoint correspondences, with a decision per row
-  and a button that downloads the edited ``decisions.csv``;
+  each detection beside its candidates and the verified keypoint correspondences, where a person accepts,
+  picks another candidate, marks new or unusable, and downloads ``decisions.csv`` (:mod:`leopard_reid.review`);
 * ``decisions.csv``: the same decisions as a template to edit by hand;
 * ``errors.csv``: the inputs that were skipped and why.
 
@@ -32,7 +32,6 @@ Importing this module is cheap (numpy, pandas, torch... are imported inside the 
 from __future__ import annotations
 
 import csv
-import html
 import json
 import math
 import os
@@ -414,10 +413,6 @@ def _link_flanks(
 
 
 # ---------------------------------------------------------------------------------------------- scoring
-def _bubble(decision: str) -> int:
-    return {"uncertain": 0, "new": 1, "known": 2}.get(decision, 3)
-
-
 def _fmt_box(b: Sequence[int] | None) -> str:
     return "" if b is None else json.dumps([int(v) for v in b])
 
@@ -448,7 +443,7 @@ def run_census(
     session: str = "1",
     top_k: int = 3,
     chunk_size: int = 256,
-    review_images: int = 1000,
+    review_images: int | None = None,
     linkage: str = "average",
 ) -> CensusResult:
     """Identify the animal detections of a camera-trap season and write the census outputs into ``out``.
@@ -474,6 +469,7 @@ def run_census(
     from .gallery import Gallery, GalleryError, _IdentityGroups
     from .io import Record
     from .match import Matcher
+    from .review import write_review
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -685,12 +681,13 @@ def run_census(
         files["traps"] = out / "traps.txt"
     review_meta = meta[meta["valid"]].reset_index(drop=True)
     keep_map = {int(i): j for j, i in enumerate(good)}
-    _write_review(
+    write_review(
         files["review"], ok, review_meta,
         cand=[cand_list[i] for i in good],
         local={keep_map[i]: f for i, f in kept_local.items() if i in keep_map},
         gallery=gallery, gallery_path=gallery_path, bases=[base, Path.cwd()],
-        threshold=thr, band=(lo, hi), limit=review_images, cams=cams, notes=notes, errors=errors,
+        columns=[*DECISION_COLUMNS, "side", "camera", "datetime"], summary=_review_summary(ok, thr, (lo, hi), errors),
+        notes=notes, cams=cams, pictured=review_images,
     )
     dec = ok["decision"].value_counts().to_dict()
     counts.update({
@@ -700,6 +697,14 @@ def run_census(
     })
     return CensusResult(detections=ok, out=out, files=files, errors=errors, counts=counts,
                         seconds=time.perf_counter() - t0)
+
+
+def _review_summary(table: pd.DataFrame, threshold: float, band: tuple[float, float], errors: Sequence[Any]) -> str:
+    """The review page's one-line account of the census: counts, threshold and skipped inputs."""
+    counts = table["decision"].value_counts().to_dict()
+    return (f"{len(table)} detections: {counts.get('uncertain', 0)} uncertain, {counts.get('new', 0)} new, "
+            f"{counts.get('known', 0)} known; P(same) threshold {threshold:.2f}, uncertain band "
+            f"[{band[0]:.2f}, {band[1]:.2f}); {len(errors)} input(s) skipped (errors.csv).")
 
 
 def _tty() -> bool:
@@ -876,238 +881,6 @@ def _write_decisions(table: pd.DataFrame, path: Path) -> None:
                         r.camera or "", r.datetime])
 
 
-def _find_image(path: str, bases: Sequence[Path]) -> Path | None:
-    p = Path(str(path))
-    if p.is_absolute():
-        return p if p.exists() else None
-    for b in bases:
-        q = b / _norm_path(str(path))
-        if q.exists():
-            return q
-    return None
-
-
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:16px;background:#fafafa;color:#222}
-table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:6px;vertical-align:top}
-tr.uncertain{background:#fff6e0}tr.new{background:#eef4ff}
-.badge{display:inline-block;padding:1px 6px;border-radius:8px;font-size:12px;color:#fff}
-.b-known{background:#2a7}.b-new{background:#37c}.b-uncertain{background:#d80}
-.small{font-size:12px;color:#555}img{display:block;margin:2px 0;max-width:100%}
-.toolbar{position:sticky;top:0;background:#fafafa;padding:8px 0;z-index:2}
-"""
-
-_JS = """
-function esc(v){v=(v==null?'':String(v));return /[",\\n]/.test(v)?'"'+v.replace(/"/g,'""')+'"':v;}
-function download(){
-  var cols=['path','bbox','proposed','decision','identity','side','camera','datetime'];
-  var out=[cols.join(',')];
-  document.querySelectorAll('tr.det').forEach(function(tr){
-    var d=tr.dataset, dec=tr.querySelector('select').value, ident=tr.querySelector('input').value.trim();
-    out.push([d.path,d.bbox,d.proposed,dec,ident,d.side,d.camera,d.datetime].map(esc).join(','));
-  });
-  var blob=new Blob([out.join('\\n')+'\\n'],{type:'text/csv'});
-  var a=document.createElement('a');a.href=URL.createObjectURL(blob);a.download='decisions.csv';
-  document.body.appendChild(a);a.click();document.body.removeChild(a);
-}
-function changed(sel){var inp=sel.parentNode.querySelector('input');
-  if(sel.value==='change'){inp.focus();inp.select();}}
-"""
-
-
-def _uri(img: np.ndarray, quality: int = 80) -> str:
-    """A JPEG data URI with no literal "http" in its base64 text (so a page can be grepped for links)."""
-    from .viz import to_data_uri
-
-    for q in range(quality, quality - 10, -1):
-        uri = to_data_uri(img, quality=q)
-        if "http" not in uri.lower():
-            return uri
-    return uri
-
-
-def _thumb(img: np.ndarray, height: int) -> np.ndarray:
-    import cv2
-
-    s = height / max(1, img.shape[0])
-    return cv2.resize(img, (max(1, round(img.shape[1] * s)), height), interpolation=cv2.INTER_AREA)
-
-
-def _scaled(v: Any, qs: tuple[float, float], cs: tuple[float, float]) -> Any:
-    import dataclasses
-
-    import numpy as np
-
-    return dataclasses.replace(
-        v,
-        query_points=np.asarray(v.query_points, np.float64) * qs,
-        candidate_points=np.asarray(v.candidate_points, np.float64) * cs,
-    )
-
-
-def _fig_uri(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())
-    plt.close(fig)
-    return _uri(np.ascontiguousarray(rgba[:, :, :3]), 90)
-
-
-def _write_review(
-    path: Path,
-    table: pd.DataFrame,
-    meta: pd.DataFrame,
-    *,
-    cand: list[list[tuple[str, float, int]]],
-    local: Mapping[int, Any],
-    gallery: Gallery,
-    gallery_path: Path | None,
-    bases: list[Path],
-    threshold: float,
-    band: tuple[float, float],
-    limit: int,
-    cams: pd.DataFrame | None,
-    notes: list[str],
-    errors: Sequence[Any],
-    height: int = 170,
-) -> None:
-    """One self-contained HTML page: every detection, uncertain and new first, with pictures for ``limit``."""
-    import numpy as np
-
-    from .io import ImageError, load_image
-    from .local import extract_features, verify
-    from .viz import draw_matches
-
-    esc = html.escape
-    g_local = gallery.local
-    g_meta = gallery.metadata
-    ex_bases = ([gallery_path.resolve().parent] if gallery_path is not None else []) + bases
-    order = sorted(
-        range(len(table)),
-        key=lambda i: (_bubble(table["decision"].iat[i]), str(table["identity"].iat[i])
-                       if table["decision"].iat[i] == "new" else "", table["score"].iat[i]
-                       if np.isfinite(table["score"].iat[i]) else -1.0, i),
-    )
-    rep: dict[str, int] = {}
-    for i in range(len(table)):  # table is in time order: the first sighting represents a new individual
-        ident = str(table["identity"].iat[i])
-        if ident.startswith(NEW_PREFIX):
-            rep.setdefault(ident, i)
-    crops: dict[int, np.ndarray] = {}
-    feats: dict[int, Any] = {}
-
-    def crop(i: int) -> np.ndarray | None:
-        if i not in crops:
-            try:
-                crops[i] = np.asarray(load_image(meta["source"].iat[i], bbox=meta["bbox"].iat[i], reduce_to=800))
-            except ImageError:
-                crops[i] = None  # type: ignore[assignment]
-        return crops[i]
-
-    def features(i: int) -> Any:
-        if i not in feats:
-            f = local.get(i)
-            if f is None and crop(i) is not None:
-                f = extract_features(crop(i))
-            feats[i] = f
-        return feats[i]
-
-    ex_crops: dict[int, np.ndarray | None] = {}
-
-    def ex_crop(j: int) -> np.ndarray | None:  # one exemplar is the top candidate of many rows: decode it once
-        if j not in ex_crops:
-            p = _find_image(str(g_meta["path"].iat[j]), ex_bases)
-            try:
-                ex_crops[j] = np.asarray(load_image(p, bbox=g_meta["bbox"].iat[j], reduce_to=800)) if p else None
-            except ImageError:
-                ex_crops[j] = None
-        return ex_crops[j]
-
-    def picture(i: int, other_img: np.ndarray | None, other_feat: Any) -> str:
-        q, qf = crop(i), features(i)
-        if q is None or qf is None or other_feat is None:
-            return ""
-        if other_img is None:
-            w, h = other_feat.image_size
-            other_img = np.full((h, w, 3), 200, np.uint8)
-        v = verify(qf, other_feat)
-        qs = (q.shape[1] / max(1, qf.image_size[0]), q.shape[0] / max(1, qf.image_size[1]))
-        cs = (other_img.shape[1] / max(1, other_feat.image_size[0]),
-              other_img.shape[0] / max(1, other_feat.image_size[1]))
-        pic = draw_matches(q, other_img, _scaled(v, qs, cs), height=height)
-        return (f'<img alt="correspondences" src="{_uri(pic)}">'
-                f'<div class="small">{v.n_inliers} verified keypoint correspondences (score {v.score:.1f})</div>')
-
-    rows = []
-    for pos, i in enumerate(order):
-        r = table.iloc[i]
-        with_pics = pos < limit
-        dec = str(r["decision"])
-        ident = str(r["identity"])
-        q = crop(i) if with_pics else None
-        qimg = f'<img alt="query" src="{_uri(_thumb(q, height))}">' if q is not None else ""
-        cells = []
-        for k, (cid, s, ex) in enumerate(cand[i]):
-            pic = ""
-            if with_pics and k == 0 and g_local is not None:
-                pic = picture(i, ex_crop(ex), g_local[ex])
-            cells.append(f"<div><b>{esc(cid)}</b> P={s:.2f}</div>{pic}")
-        if ident.startswith(NEW_PREFIX) and rep.get(ident, i) != i:
-            j = rep[ident]
-            pic = picture(i, crop(j), features(j)) if with_pics else ""
-            cells.append(f"<div><b>{esc(ident)}</b> first sighting {esc(str(table['path'].iat[j]))}</div>{pic}")
-        link = str(r["flank_link"] or "")
-        link_html = (f'<div class="small">opposite flank seen at the same station at the same time: {esc(link)}. '
-                     'One animal gets one identity for both flanks; give them different ones if they are two '
-                     'animals.</div>') if link else ""
-        default = _default_decision(dec)
-        opts = "".join(
-            f'<option value="{v}"{" selected" if v == default else ""}>{lab}</option>'
-            for v, lab in (("", "review..."), ("confirm", "confirm"), ("change", "change"), ("skip", "skip"))
-        )
-        score = "" if not np.isfinite(r["score"]) else f"{r['score']:.2f}"
-        attrs = " ".join(f'data-{k}="{esc(str(v) if v is not None else "", quote=True)}"' for k, v in (
-            ("path", r["path"]), ("bbox", r["bbox"]), ("proposed", ident), ("side", r["side"]),
-            ("camera", r["camera"]), ("datetime", r["datetime"])))
-        rows.append(
-            f'<tr class="det {esc(dec)}" {attrs}>'
-            f'<td><div>{esc(str(r["path"]))}</div><div class="small">bbox {esc(str(r["bbox"]))}<br>'
-            f'camera {esc(str(r["camera"]))} &middot; {esc(str(r["datetime"]))} &middot; {esc(str(r["side"]))} flank'
-            f'<br>burst {esc(str(r["burst"]))} &middot; occasion {esc(str(r["occasion"]))}</div>'
-            f'<div><span class="badge b-{esc(dec)}">{esc(dec)}</span> <b>{esc(ident)}</b> {score}</div>{link_html}</td>'
-            f"<td>{qimg}</td><td>{''.join(cells)}</td>"
-            f'<td><select onchange="changed(this)">{opts}</select><br>'
-            f'<input type="text" size="12" value="{esc(ident, quote=True)}" title="identity"></td></tr>'
-        )
-    camera_map = ""
-    if cams is not None and len(cams):
-        try:
-            from .viz import plot_cameras
-
-            camera_map = f'<img alt="camera map" src="{_fig_uri(plot_cameras(cams, table))}">'
-        except Exception:  # noqa: BLE001 - the map is a convenience; never lose the review page for it
-            camera_map = ""
-    counts = table["decision"].value_counts().to_dict()
-    summary = (f"{len(table)} detections: {counts.get('uncertain', 0)} uncertain, {counts.get('new', 0)} new, "
-               f"{counts.get('known', 0)} known; P(same) threshold {threshold:.2f}, uncertain band "
-               f"[{band[0]:.2f}, {band[1]:.2f}); {len(errors)} input(s) skipped (errors.csv).")
-    page = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>leopard-reid census review</title>'
-        f"<style>{_CSS}</style></head><body><h1>Census review</h1><p>{esc(summary)}</p>"
-        + "".join(f'<p class="small">{esc(x)}</p>' for x in notes)
-        + '<p class="small">Set each row to confirm (keep the proposed identity), change (type the identity: a '
-        "known individual or a new name) or skip; then download decisions.csv and run "
-        "<code>leopard-reid census apply-review decisions.csv --gallery GALLERY</code>. Pictures show the "
-        f"first {limit} rows.</p>"
-        '<div class="toolbar"><button onclick="download()">Download decisions.csv</button></div>'
-        f"{camera_map}<table><tr><th>detection</th><th>crop</th><th>candidates and verified correspondences</th>"
-        f"<th>decision</th></tr>{''.join(rows)}</table><script>{_JS}</script></body></html>"
-    )
-    path.write_text(page, encoding="utf-8")
-
-
 # ---------------------------------------------------------------------------------------------- review
 def apply_review(
     decisions: str | os.PathLike | pd.DataFrame,
@@ -1232,7 +1005,8 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--season-start", default=None, help="first day of occasion 1 (default: first detection's)")
     p.add_argument("--method", choices=("global", "local", "fused"), default="fused")
     p.add_argument("--new-threshold", type=float, default=None)
-    p.add_argument("--review-images", type=int, default=1000, help="rows of review.html with pictures")
+    p.add_argument("--review-images", type=int, default=None,
+                   help="rows of review.html with pictures (default: all; the others are still reviewable)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None)
     p.add_argument("--checkpoint", default=None, help="the fine-tuned checkpoint the gallery was built with")
