@@ -70,6 +70,24 @@ _KNOWN_CAMERA_COLUMNS = {"camera", "x", "y", "usage", "start", "end", "station",
 _SEX = {"f": "F", "female": "F", "m": "M", "male": "M"}
 _DP_VERSION = "1.0"
 _DP_BASE = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{_DP_VERSION}"
+#: Camtrap DP 1.0 table fields in schema order (``<table>-table-schema.json``): every column is written, in this
+#: order, empty where unknown, so a validator matching the header against the schema finds each one.
+DP_FIELDS = {
+    "deployments": [
+        "deploymentID", "locationID", "locationName", "latitude", "longitude", "coordinateUncertainty",
+        "deploymentStart", "deploymentEnd", "setupBy", "cameraID", "cameraModel", "cameraDelay", "cameraHeight",
+        "cameraDepth", "cameraTilt", "cameraHeading", "detectionDistance", "timestampIssues", "baitUse",
+        "featureType", "habitat", "deploymentGroups", "deploymentTags", "deploymentComments"],
+    "media": [
+        "mediaID", "deploymentID", "captureMethod", "timestamp", "filePath", "filePublic", "fileName",
+        "fileMediatype", "exifData", "favorite", "mediaComments"],
+    "observations": [
+        "observationID", "deploymentID", "mediaID", "eventID", "eventStart", "eventEnd", "observationLevel",
+        "observationType", "cameraSetupType", "scientificName", "count", "lifeStage", "sex", "behavior",
+        "individualID", "individualPositionRadius", "individualPositionAngle", "individualSpeed", "bboxX", "bboxY",
+        "bboxWidth", "bboxHeight", "classificationMethod", "classifiedBy", "classificationTimestamp",
+        "classificationProbability", "observationTags", "observationComments"],
+}
 
 
 class ExportError(ValueError):
@@ -105,7 +123,7 @@ def secr_ids(values: Iterable[Any], *, what: str) -> dict[str, str]:
         if s in _NA_IDS:
             raise ExportError(f"{what} {v!r} becomes {s!r} in secr files, which R reads as missing: rename it")
         if s in back and back[s] != v:
-            raise ExportError(f"{what}s {back[s]!r} and {v!r} would both be written as {s!r} in the secr files "
+            raise ExportError(f"{what} names {back[s]!r} and {v!r} would both be written as {s!r} in the secr files "
                               f"(blanks, commas, underscores, quotes and '#' become '-'): rename one of them")
         back[s] = v
         out[v] = s
@@ -628,7 +646,7 @@ def _media_path(path: str, root: Path | None) -> str:
     return full.resolve().as_uri()
 
 
-def _deployments(cameras: pd.DataFrame, t: pd.DataFrame, when: pd.Series, offset: str) -> pd.DataFrame:
+def _deployments(cameras: pd.DataFrame, t: pd.DataFrame, when: pd.Series, offset: str, session: str) -> pd.DataFrame:
     import pandas as pd
 
     lat, lon = _latlon(cameras)
@@ -651,8 +669,9 @@ def _deployments(cameras: pd.DataFrame, t: pd.DataFrame, when: pd.Series, offset
         rows.append({"deploymentID": cam, "locationID": str(r.get("station") or cam), "locationName": cam,
                      "latitude": float(lat.iat[i]), "longitude": float(lon.iat[i]),
                      "deploymentStart": _iso(start, offset), "deploymentEnd": _iso(end, offset),
+                     "habitat": str(r.get("habitat") or ""), "deploymentGroups": f"session:{session}",
                      "deploymentComments": comment})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=DP_FIELDS["deployments"])
 
 
 def _observations(t: pd.DataFrame, when: pd.Series, sizes: Mapping[str, tuple[int, int] | None], *, offset: str,
@@ -681,7 +700,7 @@ def _observations(t: pd.DataFrame, when: pd.Series, sizes: Mapping[str, tuple[in
             "observationComments": "" if r["decision"] != "new" else "a new individual: no known identity reached "
                                    "the threshold (provisional id until reviewed)",
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=DP_FIELDS["observations"])
 
 
 def _package(deps: pd.DataFrame, *, session: str, species: str, now: str) -> dict[str, Any]:
@@ -754,7 +773,7 @@ def write_camtrapdp(
             sizes[p] = None  # the bbox is left empty rather than guessed
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
     sex = covariates["sex"].dropna().to_dict() if covariates is not None and "sex" in covariates.columns else {}
-    deps = _deployments(cameras, t, when, utc_offset)
+    deps = _deployments(cameras, t, when, utc_offset, session)
     media = t.assign(_w=when).drop_duplicates("path")
     med = pd.DataFrame({
         "mediaID": [_stable_id("m", p) for p in media["path"]], "deploymentID": media["camera"].astype(str),
@@ -762,7 +781,7 @@ def write_camtrapdp(
         "filePath": [_media_path(p, base) for p in media["path"]], "filePublic": "false",
         "fileName": [Path(str(p)).name for p in media["path"]],
         "fileMediatype": [mimetypes.guess_type(str(p))[0] or "image/jpeg" for p in media["path"]],
-    })
+    }).reindex(columns=DP_FIELDS["media"])
     from . import __version__
 
     obs = _observations(t, when, sizes, offset=utc_offset, species=species, now=now, sex=sex,
