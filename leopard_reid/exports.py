@@ -4,7 +4,7 @@ Every writer takes the census table (``matches.csv``: ``path, bbox, camera, date
 occasion, burst``...) and writes files that the target software reads unchanged:
 
 * ``secr``: ``capthist.txt`` (``Session ID Occasion Detector [covariates]``) and ``traps.txt`` (``Detector x y
-  [usage]``) for ``secr::read.capthist(..., fmt = "trapID", detector = "proximity")``, plus ``read_secr.R`` with
+  [usage]``) for ``secr::read.capthist(..., fmt = "trapID", detector = "proximity")``, plus ``capthist.R`` with
   that exact call. Camera traps are *proximity* detectors: an animal can be photographed at several cameras on
   one occasion, and a visit counts once per camera and occasion.
 * ``oscr``: ``oscr_edf.csv`` (session, individual, occasion, trap, sex) and ``oscr_tdf.csv`` (TrapID, X, Y, one 0/1
@@ -434,9 +434,10 @@ def write_capthist(
     operation: pd.DataFrame | None = None,
     append: bool = False,
     warn: bool = True,
+    source: str = "cameras table",
 ) -> list[str]:
     """Write secr text files: ``captfile`` (``Session ID Occasion Detector [covariates]``, one line per individual,
-    occasion and detector) and, with ``cameras``, ``trapfile`` (``Detector x y [usage]``), plus ``read_secr.R``
+    occasion and detector) and, with ``cameras``, ``trapfile`` (``Detector x y [usage]``), plus ``<captfile stem>.R``
     beside ``captfile`` with the ``read.capthist(..., fmt = "trapID", detector = "proximity")`` call.
 
     ``covariates``: individual covariates (index identity, see :func:`individual_covariates`), ``NA`` when
@@ -445,7 +446,8 @@ def write_capthist(
     from :func:`camera_effort`. Returns the notes written to the header (what was left out and why)."""
     captfile = Path(captfile)
     session = secr_ids([session], what="session")[str(session)]
-    effort = camera_effort(cameras, season_start=season_start, occasion_days=occasion_days, operation=operation)
+    effort = camera_effort(cameras, season_start=season_start, occasion_days=occasion_days, operation=operation,
+                           source=source)
     cap = captures(table, cameras, effort, warn=warn)
     t = cap.table
     ident = secr_ids(sorted(set(t["identity"].astype(str))), what="identity")
@@ -469,7 +471,7 @@ def write_capthist(
     other_head, other_body = _read_existing(captfile, session, columns) if append and captfile.exists() else ([], [])
     head = [
         f"# leopard-reid census: secr capture histories; read.capthist(captfile, trapfile, fmt = 'trapID', "
-        f"detector = '{DETECTOR}') as in read_secr.R",
+        f"detector = '{DETECTOR}') as in {captfile.stem}.R",
         "# camera traps are proximity detectors: one line per individual, occasion and detector (a visit counts once)",
         "# left/right flanks of a new individual are separate IDs unless a paired-station detection or a reviewer "
         "links them",
@@ -490,7 +492,7 @@ def write_capthist(
     sessions = {session} | {ln.split()[0] for ln in other_body}
     if trapname and set(trapfiles) >= sessions:
         binary_all = binary and not any("usage in days" in h for h in other_head)
-        _write_text(captfile.with_name("read_secr.R"), _r_snippet(captfile, trapfiles, covnames, binary_all))
+        _write_text(captfile.with_suffix(".R"), _r_snippet(captfile, trapfiles, covnames, binary_all))
     return cap.notes
 
 
@@ -511,6 +513,7 @@ def write_oscr(
     occasion_days: float = 1,
     covariates: pd.DataFrame | None = None,
     operation: pd.DataFrame | None = None,
+    source: str = "cameras table",
 ) -> dict[str, Path]:
     """Write ``oscr_edf.csv`` (session, individual, occasion, trap, sex; one row per individual, occasion and trap)
     and ``oscr_tdf.csv`` (TrapID, X, Y, occ1..occK as 0/1 operation, then a ``/`` column and the cameras table's
@@ -518,7 +521,8 @@ def write_oscr(
     import pandas as pd
 
     out = Path(out)
-    effort = camera_effort(cameras, season_start=season_start, occasion_days=occasion_days, operation=operation)
+    effort = camera_effort(cameras, season_start=season_start, occasion_days=occasion_days, operation=operation,
+                           source=source)
     cap = captures(table, cameras, effort, warn=False)
     t = cap.table.groupby(["identity", "occasion", "camera"], sort=True).size().reset_index()
     sex = covariates["sex"] if covariates is not None and "sex" in covariates.columns else pd.Series(dtype=object)
@@ -566,6 +570,7 @@ def write_camtrapr(
     occasion_days: float = 1,
     operation: pd.DataFrame | None = None,
     species: str = "Panthera pardus",
+    source: str = "cameras table",
 ) -> dict[str, Path]:
     """Write ``camtrapr_records.csv`` (one row per identified detection: Station, Species, Individual,
     DateTimeOriginal ``YYYY-MM-DD HH:MM:SS``, Date, Time, Directory, FileName) and ``camtrapr_cameras.csv``
@@ -577,7 +582,8 @@ def write_camtrapr(
     import pandas as pd
 
     out = Path(out)
-    effort = camera_effort(cameras, season_start=season_start, occasion_days=occasion_days, operation=operation)
+    effort = camera_effort(cameras, season_start=season_start, occasion_days=occasion_days, operation=operation,
+                           source=source)
     cap = captures(table, cameras, effort, warn=False)
     t = cap.table
     when = pd.to_datetime(t["datetime"])
@@ -594,7 +600,7 @@ def write_camtrapr(
         cam = str(r["camera"])
         row: dict[str, Any] = {"Station": cam, "utm_x": float(r["x"]), "utm_y": float(r["y"])}
         if dated:
-            iv = _intervals(pd.DataFrame([r]), source="cameras table")[cam]
+            iv = _intervals(pd.DataFrame([r]), source=source)[cam]
             setup, ret = iv[0][0], iv[0][1] - timedelta(seconds=1)
             probs = [(a, b - timedelta(seconds=1)) for a, b, _ in iv[1:]]
         elif season_start is not None and cap.n_occasions:
@@ -620,7 +626,7 @@ def _stable_id(prefix: str, *parts: Any) -> str:
     return prefix + hashlib.sha1("\x1f".join(map(str, parts)).encode()).hexdigest()[:12]
 
 
-def _latlon(cameras: pd.DataFrame) -> tuple[Any, Any]:
+def _latlon(cameras: pd.DataFrame, source: str = "cameras table") -> tuple[Any, Any]:
     """The cameras table's WGS84 columns (``latitude``/``longitude`` or ``lat``/``lon``), checked."""
     import pandas as pd
 
@@ -629,10 +635,10 @@ def _latlon(cameras: pd.DataFrame) -> tuple[Any, Any]:
             lat, lon = pd.to_numeric(cameras[a], errors="coerce"), pd.to_numeric(cameras[b], errors="coerce")
             bad = lat.isna() | lon.isna() | (lat.abs() > 90) | (lon.abs() > 180)
             if bad.any():
-                raise ExportError(f"cameras table: {a}/{b} of camera(s) {', '.join(cameras['camera'][bad].astype(str))}"
+                raise ExportError(f"{source}: {a}/{b} of camera(s) {', '.join(cameras['camera'][bad].astype(str))}"
                                   " are not WGS84 decimal degrees")
             return lat, lon
-    raise ExportError("cameras table: the camtrapdp export needs latitude and longitude columns (WGS84 decimal "
+    raise ExportError(f"{source}: the camtrapdp export needs latitude and longitude columns (WGS84 decimal "
                       "degrees; x and y are projected metres)")
 
 
@@ -646,10 +652,11 @@ def _media_path(path: str, root: Path | None) -> str:
     return full.resolve().as_uri()
 
 
-def _deployments(cameras: pd.DataFrame, t: pd.DataFrame, when: pd.Series, offset: str, session: str) -> pd.DataFrame:
+def _deployments(cameras: pd.DataFrame, t: pd.DataFrame, when: pd.Series, offset: str, session: str,
+                 source: str) -> pd.DataFrame:
     import pandas as pd
 
-    lat, lon = _latlon(cameras)
+    lat, lon = _latlon(cameras, source)
     dated = {"start", "end"} <= set(cameras.columns)
     first, last = when.min(), when.max()
     rows = []
@@ -657,14 +664,14 @@ def _deployments(cameras: pd.DataFrame, t: pd.DataFrame, when: pd.Series, offset
         cam = str(r["camera"])
         comment = ""
         if dated:
-            iv = _intervals(pd.DataFrame([r]), source="cameras table")[cam]
+            iv = _intervals(pd.DataFrame([r]), source=source)[cam]
             start, end = iv[0][0], iv[0][1] - timedelta(seconds=1)
         else:
             mine = when[t["camera"].astype(str) == cam]
             start, end = (mine.min(), mine.max()) if len(mine) else (first, last)
             comment = "start and end not recorded: the span of this census's detections"
         if pd.isna(start) or pd.isna(end):
-            raise ExportError(f"cameras table, camera {cam!r}: no start/end and no dated detection for the "
+            raise ExportError(f"{source}, camera {cam!r}: no start/end and no dated detection for the "
                               "camtrapdp deployment")
         rows.append({"deploymentID": cam, "locationID": str(r.get("station") or cam), "locationName": cam,
                      "latitude": float(lat.iat[i]), "longitude": float(lon.iat[i]),
@@ -743,6 +750,7 @@ def write_camtrapdp(
     utc_offset: str = "+00:00",
     species: str = "Panthera pardus",
     method: str = "fused",
+    source: str = "cameras table",
 ) -> dict[str, Path]:
     """Write a Camtrap DP 1.0 package into ``out``: ``deployments.csv`` (one per camera; needs WGS84
     ``latitude``/``longitude`` in the cameras table), ``media.csv`` (one per image), ``observations.csv`` (one
@@ -773,7 +781,7 @@ def write_camtrapdp(
             sizes[p] = None  # the bbox is left empty rather than guessed
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
     sex = covariates["sex"].dropna().to_dict() if covariates is not None and "sex" in covariates.columns else {}
-    deps = _deployments(cameras, t, when, utc_offset, session)
+    deps = _deployments(cameras, t, when, utc_offset, session, source)
     media = t.assign(_w=when).drop_duplicates("path")
     med = pd.DataFrame({
         "mediaID": [_stable_id("m", p) for p in media["path"]], "deploymentID": media["camera"].astype(str),
@@ -794,13 +802,13 @@ def write_camtrapdp(
 
 
 # ---------------------------------------------------------------------------------------------- all
-def check_inputs(formats: Sequence[str], cameras: pd.DataFrame | None) -> None:
+def check_inputs(formats: Sequence[str], cameras: pd.DataFrame | None, *, source: str = "cameras table") -> None:
     """Refuse, before any work, an export whose input is missing (trap coordinates, WGS84 positions)."""
     need = [f for f in formats if f in ("oscr", "camtrapr", "camtrapdp")]
     if need and cameras is None:
         raise ExportError(f"the {', '.join(need)} export(s) need a cameras table (camera,x,y...) for the trap layout")
     if "camtrapdp" in formats and cameras is not None:
-        _latlon(cameras)
+        _latlon(cameras, source)
 
 
 def write_exports(
@@ -819,22 +827,28 @@ def write_exports(
     utc_offset: str = "+00:00",
     species: str = "Panthera pardus",
     method: str = "fused",
+    cameras_name: str = "cameras table",
 ) -> tuple[dict[str, Path], list[str]]:
     """Write each of ``formats`` into ``out`` from the census ``table``; returns the files and secr's notes.
 
     ``append_to``: also add this session to that multi-session secr capthist file (its other sessions kept),
-    with this session's layout beside it as ``traps-<session>.txt``."""
+    with this session's layout beside it as ``traps-<session>.txt``. ``cameras_name`` names the cameras table in
+    errors (its file)."""
     out = Path(out)
-    check_inputs(formats, cameras)
+    check_inputs(formats, cameras, source=cameras_name)
+    if append_to is not None and Path(append_to).resolve() == (out / "capthist.txt").resolve():
+        raise ExportError(f"{append_to}: this census rewrites its own capthist.txt on every run; append the "
+                          "sessions to a file outside the output folder (or with another name)")
     files: dict[str, Path] = {}
     notes: list[str] = []
-    common = {"season_start": season_start, "occasion_days": occasion_days, "operation": operation}
+    common = {"season_start": season_start, "occasion_days": occasion_days, "operation": operation,
+              "source": cameras_name}
     if "secr" in formats:
         notes = write_capthist(table, out / "capthist.txt", out / "traps.txt" if cameras is not None else None,
                                cameras, session=session, covariates=covariates, **common)
         files["capthist"] = out / "capthist.txt"
         if cameras is not None:
-            files["traps"], files["read_secr"] = out / "traps.txt", out / "read_secr.R"
+            files["traps"], files["capthist_r"] = out / "traps.txt", out / "capthist.R"
         if append_to is not None:
             shared = Path(append_to)
             traps = shared.with_name(f"traps-{_safe_id(session)}.txt") if cameras is not None else None
@@ -847,5 +861,5 @@ def write_exports(
         files.update(write_camtrapr(table, out, cameras, species=species, **common))
     if "camtrapdp" in formats:
         files.update(write_camtrapdp(table, out, cameras, session=session, root=root, covariates=covariates,
-                                     utc_offset=utc_offset, species=species, method=method))
+                                     utc_offset=utc_offset, species=species, method=method, source=cameras_name))
     return files, notes

@@ -66,7 +66,7 @@ def test_detector_ids_valid_for_secr_and_all_in_traps(tmp_path):
     assert ids == ["cam-1", "Bob-s-cam", "C-3"]
     assert all(re.fullmatch(r"[^\s,_#'\"]+", i) for i in ids + [r[1] for r in cap])
     assert {r[3] for r in cap} <= set(ids) and {r[1] for r in cap} == {"L-7"}
-    assert 'detector = "proximity"' in (tmp_path / "read_secr.R").read_text()
+    assert 'detector = "proximity"' in (tmp_path / "c.R").read_text()
 
 
 def test_parse_formats():
@@ -106,7 +106,7 @@ def test_usage_from_start_end_and_problem_dates(tmp_path):
     cams.loc[0, "start"] = "2024-01-01 12:00"
     write_capthist(t.iloc[[2]], tmp_path / "c.txt", tmp_path / "t.txt", cams, season_start=start, occasion_days=2)
     assert _secr(tmp_path / "t.txt")[0][3:] == ["1.5", "2", "2"]
-    assert "binary.usage = FALSE" in (tmp_path / "read_secr.R").read_text()
+    assert "binary.usage = FALSE" in (tmp_path / "c.R").read_text()
     with pytest.raises(ExportError, match="cameras table, camera 'B', end: '04/01/2024' is not an ISO date"):
         camera_effort(cams.assign(end=["2024-01-06", "04/01/2024", "2024-01-06"]), season_start=start)
 
@@ -135,8 +135,11 @@ def test_sessions_append_into_one_capthist_and_rerun_replaces(tmp_path):
     write_capthist(y2, shared, shared.with_name("traps-2024.txt"), cams, session="2024", append=True)  # rerun
     cap = _secr(shared)
     assert sorted(map(tuple, cap)) == [("2023", "L-1", "1", "A"), ("2023", "L-2", "2", "B"), ("2024", "L-1", "1", "B")]
-    r = (shared.parent / "read_secr.R").read_text()
+    r = (shared.parent / "capthist.R").read_text()
     assert 'read.capthist("capthist.txt", c("traps-2023.txt", "traps-2024.txt"), fmt = "trapID"' in r
+    with pytest.raises(ExportError, match="rewrites its own capthist.txt"):
+        write_exports(y2, shared.parent, cameras=cams, session="2024", append_to=shared)
+    assert len(_secr(shared)) == 3
     cov = pd.DataFrame({"sex": ["F"]}, index=pd.Index(["L-1"], name="identity"))
     with pytest.raises(ExportError, match="differ from this session's"):
         write_capthist(y2, shared, shared.with_name("traps-2025.txt"), cams, session="2025", append=True,
@@ -271,8 +274,8 @@ def test_camtrapdp_validator_catches_a_broken_package(tmp_path):
     media.to_csv(tmp_path / "media.csv", index=False)
     with pytest.raises(ValueError):
         validate_camtrapdp(tmp_path)
-    with pytest.raises(ExportError, match="latitude and longitude"):
-        write_exports(t, tmp_path, formats=("camtrapdp",), cameras=_cams(["A"]))
+    with pytest.raises(ExportError, match="^cams.csv: the camtrapdp export needs latitude and longitude"):
+        write_exports(t, tmp_path, formats=("camtrapdp",), cameras=_cams(["A"]), cameras_name="cams.csv")
 
 
 # ------------------------------------------------------------------------------------- a real census
@@ -336,7 +339,7 @@ def test_census_secr_matches_the_matches_table(census):
     traps = _secr(out / "traps.txt")
     assert all(r[3] == "1" * census["k"] for r in traps)  # every camera ran the whole season
     assert {r[0] for r in traps} == {c.replace("_", "-") for c in census["season"]["camera"]}
-    r = (out / "read_secr.R").read_text()
+    r = (out / "capthist.R").read_text()
     assert 'read.capthist("capthist.txt", "traps.txt", fmt = "trapID", detector = "proximity"' in r
     assert 'covnames = c("sex")' in r
 
