@@ -500,7 +500,9 @@ def run_census(
     cams = _read_cameras(cameras)
     formats = exp.parse_formats(exports)
     cameras_name = str(cameras) if isinstance(cameras, (str, os.PathLike)) else "cameras table"
-    exp.check_inputs(formats, cams, source=cameras_name)
+    exp.check_inputs(formats, cams, source=cameras_name, identities=gallery.identities,
+                     gallery=str(gallery_path or "gallery"))
+    covariates = exp.individual_covariates(gallery.metadata, source=str(gallery_path or "gallery metadata"))
     operation = exp.read_camera_operation(camera_operation) if camera_operation is not None else None
     station = {}
     if cams is not None and "station" in cams.columns:
@@ -692,9 +694,8 @@ def run_census(
     _write_errors(errors, files["errors"])
     written, notes = exp.write_exports(
         ok, out, formats=formats, cameras=cams, operation=operation, session=session, season_start=start_day,
-        occasion_days=occasion_days, covariates=exp.individual_covariates(gallery.metadata, source=str(gallery_path
-        or "gallery metadata")), append_to=append_to, root=base, utc_offset=utc_offset, species=species, method=method,
-        cameras_name=cameras_name)
+        occasion_days=occasion_days, covariates=covariates, append_to=append_to, root=base, utc_offset=utc_offset,
+        species=species, method=method, cameras_name=cameras_name)
     files.update(written)
     review_meta = meta[meta["valid"]].reset_index(drop=True)
     keep_map = {int(i): j for j, i in enumerate(good)}

@@ -802,13 +802,28 @@ def write_camtrapdp(
 
 
 # ---------------------------------------------------------------------------------------------- all
-def check_inputs(formats: Sequence[str], cameras: pd.DataFrame | None, *, source: str = "cameras table") -> None:
-    """Refuse, before any work, an export whose input is missing (trap coordinates, WGS84 positions)."""
+def check_inputs(
+    formats: Sequence[str],
+    cameras: pd.DataFrame | None,
+    *,
+    source: str = "cameras table",
+    identities: Iterable[str] = (),
+    gallery: str = "gallery",
+) -> None:
+    """Refuse, before any work, an export whose input is missing (trap coordinates, WGS84 positions) or whose
+    camera or gallery ``identities`` names would collide in secr files."""
     need = [f for f in formats if f in ("oscr", "camtrapr", "camtrapdp")]
     if need and cameras is None:
         raise ExportError(f"the {', '.join(need)} export(s) need a cameras table (camera,x,y...) for the trap layout")
     if "camtrapdp" in formats and cameras is not None:
         _latlon(cameras, source)
+    if "secr" in formats:
+        for name, values, what in ((source, cameras["camera"] if cameras is not None else (), "camera"),
+                                   (gallery, identities, "identity")):
+            try:
+                secr_ids(values, what=what)
+            except ExportError as err:
+                raise ExportError(f"{name}: {err}") from None
 
 
 def write_exports(

@@ -429,3 +429,22 @@ def test_cli_export_options():
     assert parse_formats(b.export) == ("secr", "oscr", "camtrapr", "camtrapdp")
     assert (b.session, b.append_to, b.camera_operation, b.utc_offset) == ("2024", "all/capthist.txt", "camop.csv",
                                                                          "+05:30")
+
+
+def test_census_refuses_colliding_names_before_scoring(census, tmp_path):
+    from leopard_reid import Gallery
+    from leopard_reid.census import run_census
+
+    cams = pd.read_csv(census["root"] / "cameras.csv", dtype=str)
+    under = cams.index[cams["camera"].str.contains("_")][0]
+    cams.loc[len(cams)] = cams.loc[under]
+    cams.loc[len(cams) - 1, "camera"] = cams.loc[under, "camera"].replace("_", " ")  # C_02 and C 02
+    cams.to_csv(tmp_path / "cams.csv", index=False)
+    with pytest.raises(ExportError, match=r"cams.csv: camera names .* would both be written as 'C-02'"):
+        run_census(census["md"], gallery=census["gallery"], out=tmp_path / "o", cameras=tmp_path / "cams.csv",
+                   sightings=census["root"] / "sightings.csv", progress=False)
+    g = Gallery.from_embeddings(np.eye(2, 8, dtype=np.float32), ["L_01", "L-01"])
+    g.save(tmp_path / "g.lrg")
+    with pytest.raises(ExportError, match=r"g.lrg: identity names 'L-01' and 'L_01' would both"):
+        run_census(census["md"], gallery=tmp_path / "g.lrg", out=tmp_path / "o", progress=False)
+    assert not (tmp_path / "o" / "matches.csv").exists()  # refused before any detection was scored
