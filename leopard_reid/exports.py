@@ -362,12 +362,16 @@ def captures(
     return Captures(t.reset_index(drop=True), k, effort, notes)
 
 
-def _usage_text(effort: pd.DataFrame, occasion_days: float) -> tuple[dict[str, str], bool]:
-    """secr usage per camera: a 0/1 string when every occasion is fully on or off, else days separated by blanks."""
+def _usage_text(effort: pd.DataFrame, occasion_days: float, *, spaced: bool) -> tuple[dict[str, str], bool]:
+    """secr usage per camera: 0/1 codes when every occasion is fully on or off, else days separated by blanks.
+
+    ``spaced`` separates 0/1 codes too: they then read the same with ``binary.usage = FALSE``, which a
+    multi-session file needs as soon as one session holds days."""
     vals = effort.to_numpy()
     binary = bool(((vals == 0) | (abs(vals - occasion_days) < 1e-6)).all())
     if binary:
-        return {c: "".join("1" if v > 0 else "0" for v in row) for c, row in zip(effort.index, vals)}, True
+        sep = " " if spaced else ""
+        return {c: sep.join("1" if v > 0 else "0" for v in row) for c, row in zip(effort.index, vals)}, True
     return {c: " ".join(f"{v:g}" for v in row) for c, row in zip(effort.index, vals)}, False
 
 
@@ -461,7 +465,7 @@ def write_capthist(
         cov = [_safe_id(covariates[n].get(i, "NA")) if i in covariates.index else "NA" for n in covnames] \
             if covnames else []
         body.append(" ".join([session, ident[str(i)], str(int(o)), cam_ids[str(c)], *cov]))
-    usage, binary = _usage_text(effort, occasion_days) if effort is not None else ({}, True)
+    usage, binary = _usage_text(effort, occasion_days, spaced=append) if effort is not None else ({}, True)
     start = season_start.strftime("%Y-%m-%d") if season_start else "unknown"
     trapname = Path(trapfile).name if trapfile is not None and cameras is not None else ""
     mine = [f"# [{session}] season start {start}; occasion = {occasion_days:g} day(s); {cap.n_occasions} "
@@ -766,11 +770,12 @@ def write_camtrapdp(
     if not re.fullmatch(r"[+-]\d{2}:\d{2}|Z", utc_offset):
         raise ExportError(f"utc offset {utc_offset!r}: use +HH:MM or -HH:MM (or Z)")
     out, base = Path(out), Path(root) if root is not None else None
-    t = table[table["datetime"].astype(str).str.len() > 0].reset_index(drop=True)
-    off = ~t["camera"].astype(str).isin(set(cameras["camera"].astype(str)))
-    if off.any():
-        raise ExportError(f"the camtrapdp export needs every camera in the cameras table; missing "
-                          f"{', '.join(sorted(set(t.loc[off, 'camera'].astype(str)))[:10])}")
+    dated = table["datetime"].fillna("").astype(str).str.len() > 0
+    off = ~table["camera"].astype(str).isin(set(cameras["camera"].astype(str)))
+    if (~dated | off).any():  # a Camtrap DP observation needs its timestamp and its deployment
+        warnings.warn(f"Camtrap DP: {int((~dated).sum())} detection(s) without a date and {int((dated & off).sum())} "
+                      f"at camera(s) missing from {source} left out", stacklevel=2)
+    t = table[dated & ~off].reset_index(drop=True)
     when = pd.to_datetime(t["datetime"])
     sizes: dict[str, tuple[int, int] | None] = {}
     for p in dict.fromkeys(t["path"].astype(str)):

@@ -137,6 +137,7 @@ def test_sessions_append_into_one_capthist_and_rerun_replaces(tmp_path):
     assert sorted(map(tuple, cap)) == [("2023", "L-1", "1", "A"), ("2023", "L-2", "2", "B"), ("2024", "L-1", "1", "B")]
     r = (shared.parent / "capthist.R").read_text()
     assert 'read.capthist("capthist.txt", c("traps-2023.txt", "traps-2024.txt"), fmt = "trapID"' in r
+    assert _secr(shared.with_name("traps-2023.txt"))[0] == ["A", "0.00", "5.00", "1", "1"]  # spaced: any usage mode
     with pytest.raises(ExportError, match="rewrites its own capthist.txt"):
         write_exports(y2, shared.parent, cameras=cams, session="2024", append_to=shared)
     assert len(_secr(shared)) == 3
@@ -274,6 +275,10 @@ def test_camtrapdp_validator_catches_a_broken_package(tmp_path):
     media.to_csv(tmp_path / "media.csv", index=False)
     with pytest.raises(ValueError):
         validate_camtrapdp(tmp_path)
+    t2 = pd.concat([t, _table([("L-2", "Z", "2024-01-02T10:00:00", 2), ("L-2", "A", "", None)])], ignore_index=True)
+    with pytest.warns(UserWarning, match=r"1 detection\(s\) without a date and 1 at camera\(s\) missing"):
+        write_camtrapdp(t2, tmp_path, cams, root=root)
+    assert validate_camtrapdp(tmp_path)["observations"]["individualID"].tolist() == ["L-1"]
     with pytest.raises(ExportError, match="^cams.csv: the camtrapdp export needs latitude and longitude"):
         write_exports(t, tmp_path, formats=("camtrapdp",), cameras=_cams(["A"]), cameras_name="cams.csv")
 
