@@ -7,7 +7,7 @@ unmatched ones into provisional new individuals (``NEW-0001`` ...), and writes i
 * ``matches.csv``: one row per detection (identity, calibrated score, decision, top candidates, burst,
   candidate left/right flank link);
 * ``capthist.txt`` + ``traps.txt``: capture histories for R ``secr::read.capthist(captfile, trapfile,
-  fmt = "trapID")``;
+  fmt = "trapID")``, and with ``exports`` the oSCR, camtrapR and Camtrap DP files (:mod:`leopard_reid.exports`);
 * ``review.html``: one self-contained page (images as data URIs, inline CSS/JS, no external link) showing
   each detection beside its candidates and the verified keypoint correspondences, where a person accepts,
   picks another candidate, marks new or unusable, and downloads ``decisions.csv`` (:mod:`leopard_reid.review`);
@@ -43,6 +43,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .exports import _safe_id, write_capthist  # noqa: F401 - moved to exports; kept importable from here
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -70,7 +72,6 @@ DECISION_COLUMNS = ["path", "bbox", "proposed", "decision", "identity"]
 NEW_PREFIX = "NEW-"
 _DEFAULT_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}  # MegaDetector batch format
 _LIST_CATEGORIES = {"0": "animal", "1": "person", "2": "vehicle"}  # list layout: model class ids
-_BAD_ID = re.compile(r"[\s,_#]+")
 
 
 class CensusError(ValueError):
@@ -417,11 +418,6 @@ def _fmt_box(b: Sequence[int] | None) -> str:
     return "" if b is None else json.dumps([int(v) for v in b])
 
 
-def _safe_id(text: str) -> str:
-    """An identifier secr accepts in trapID files: no blanks, commas, underscores or '#'."""
-    return _BAD_ID.sub("-", str(text).strip()) or "NA"
-
-
 # ---------------------------------------------------------------------------------------------- main
 def run_census(
     detections: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[str, Any]],
@@ -445,6 +441,11 @@ def run_census(
     chunk_size: int = 256,
     review_images: int | None = None,
     linkage: str = "average",
+    exports: str | Sequence[str] | None = ("secr",),
+    camera_operation: str | os.PathLike | pd.DataFrame | None = None,
+    append_to: str | os.PathLike | None = None,
+    utc_offset: str = "+00:00",
+    species: str = "Panthera pardus",
 ) -> CensusResult:
     """Identify the animal detections of a camera-trap season and write the census outputs into ``out``.
 
@@ -458,6 +459,11 @@ def run_census(
     individuals by agglomerative clustering of their P(same) with ``linkage`` (``average``: single linkage
     chains distinct animals together once a season has many detections), cut at the new-individual
     threshold. See the module docstring for the files written.
+
+    ``exports``: capture-history formats to write (``secr``, ``oscr``, ``camtrapr``, ``camtrapdp`` or ``all``; see
+    :mod:`leopard_reid.exports`) for ``session``; ``camera_operation``: a camtrapR-style camera-operation table
+    for the usage; ``append_to``: a multi-session secr capthist file this session is added to; ``utc_offset`` and
+    ``species`` for Camtrap DP and camtrapR. Individual covariates (``sex``) come from the gallery's metadata.
     """
     import warnings
 
@@ -465,6 +471,7 @@ def run_census(
     import pandas as pd
     from tqdm.auto import tqdm
 
+    from . import exports as exp
     from .embed import Embedder
     from .gallery import Gallery, GalleryError, _IdentityGroups
     from .io import Record
@@ -487,6 +494,12 @@ def run_census(
     dets, errors, counts = read_detections(detections, min_conf=min_conf)
     sight = _read_sightings(sightings)
     cams = _read_cameras(cameras)
+    formats = exp.parse_formats(exports)
+    cameras_name = str(cameras) if isinstance(cameras, (str, os.PathLike)) else "cameras table"
+    exp.check_inputs(formats, cams, source=cameras_name, identities=gallery.identities,
+                     gallery=str(gallery_path or "gallery"))
+    covariates = exp.individual_covariates(gallery.metadata, source=str(gallery_path or "gallery metadata"))
+    operation = exp.read_camera_operation(camera_operation) if camera_operation is not None else None
     station = {}
     if cams is not None and "station" in cams.columns:
         station = {c: str(s) or c for c, s in zip(cams["camera"], cams["station"])}
@@ -671,14 +684,15 @@ def run_census(
 
     # --- write -----------------------------------------------------------------------------------------
     files = {"matches": out / "matches.csv", "decisions": out / "decisions.csv", "errors": out / "errors.csv",
-             "capthist": out / "capthist.txt", "review": out / "review.html"}
+             "review": out / "review.html"}
     ok.to_csv(files["matches"], index=False)
     _write_decisions(ok, files["decisions"])
     _write_errors(errors, files["errors"])
-    notes = write_capthist(ok, files["capthist"], out / "traps.txt" if cams is not None else None, cams,
-                           session=session, season_start=start_day, occasion_days=occasion_days)
-    if cams is not None:
-        files["traps"] = out / "traps.txt"
+    written, notes = exp.write_exports(
+        ok, out, formats=formats, cameras=cams, operation=operation, session=session, season_start=start_day,
+        occasion_days=occasion_days, covariates=covariates, append_to=append_to, root=base, utc_offset=utc_offset,
+        species=species, method=method, cameras_name=cameras_name)
+    files.update(written)
     review_meta = meta[meta["valid"]].reset_index(drop=True)
     keep_map = {int(i): j for j, i in enumerate(good)}
     write_review(
@@ -784,82 +798,6 @@ def _cluster_new(
 
 
 # ---------------------------------------------------------------------------------------------- writers
-def write_capthist(
-    table: pd.DataFrame,
-    captfile: str | os.PathLike,
-    trapfile: str | os.PathLike | None = None,
-    cameras: pd.DataFrame | None = None,
-    *,
-    session: str = "1",
-    season_start: datetime | None = None,
-    occasion_days: float = 1,
-) -> list[str]:
-    """Write secr text files: ``captfile`` with ``Session ID Occasion Detector`` lines (one per individual,
-    occasion and detector: camera-trap stations are proximity detectors) and, with ``cameras``,
-    ``trapfile`` with ``Detector x y [usage]``. Read them in R with
-    ``read.capthist(captfile, trapfile, fmt = "trapID", detector = "proximity")``.
-
-    ``table`` is ``matches.csv`` (``identity, decision, occasion, camera``): ``uncertain`` detections and
-    those without an occasion or camera (or at a camera missing from ``cameras``) are left out and counted
-    in the header. Identifiers are made secr-safe (blanks, commas, underscores and '#' become '-').
-    Returns the notes written to the header.
-    """
-    import pandas as pd
-
-    notes: list[str] = []
-    t = table.copy()
-    unc = t["decision"] == "uncertain"
-    if unc.any():
-        notes.append(f"{int(unc.sum())} uncertain detection(s) left out until reviewed")
-    t = t[~unc]
-    occ = pd.to_numeric(t["occasion"], errors="coerce")
-    bad = occ.isna() | t["camera"].isna() | (t["camera"].astype(str).str.len() == 0)
-    if bad.any():
-        notes.append(f"{int(bad.sum())} detection(s) without a date or camera left out")
-    t = t[~bad].assign(occasion=occ[~bad].astype(int))
-    n_occ = int(t["occasion"].max()) if len(t) else 0
-    usage: dict[str, str] = {}
-    if cameras is not None:
-        known = set(cameras["camera"])
-        off = ~t["camera"].isin(known)
-        if off.any():
-            notes.append(f"{int(off.sum())} detection(s) at camera(s) missing from the cameras table left out: "
-                         + ", ".join(sorted(set(t.loc[off, 'camera'].astype(str)))[:10]))
-        t = t[~off]
-        if "usage" in cameras.columns and any(cameras["usage"].astype(str).str.len() > 0):
-            usage = {c: str(u) for c, u in zip(cameras["camera"], cameras["usage"])}
-            lengths = {len(u) for u in usage.values()}
-            if len(lengths) != 1:
-                raise CensusError(f"cameras table: usage strings of different lengths {sorted(lengths)}")
-            n_use = lengths.pop()
-            beyond = t["occasion"] > n_use
-            if beyond.any():
-                notes.append(f"{int(beyond.sum())} detection(s) after the {n_use} occasion(s) of the usage left out")
-                t = t[~beyond]
-            n_occ = n_use
-    lines = t.groupby(["identity", "occasion", "camera"], sort=True).size().reset_index()
-    start = season_start.strftime("%Y-%m-%d") if season_start else "unknown"
-    head = [
-        "# leopard-reid census: secr capture histories, read.capthist(captfile, trapfile, fmt = 'trapID')",
-        f"# season start {start}; occasion = {occasion_days:g} day(s); {n_occ} occasion(s); session {session}",
-        "# one line per individual, occasion and detector (a visit counts once); left/right flanks of a new",
-        "# individual are separate IDs unless a simultaneous paired-station detection or a reviewer links them",
-        *[f"# note: {x}" for x in notes],
-        "# Session ID Occasion Detector",
-    ]
-    body = [f"{_safe_id(session)} {_safe_id(i)} {int(o)} {_safe_id(c)}"
-            for i, o, c in zip(lines["identity"], lines["occasion"], lines["camera"])]
-    Path(captfile).write_text("\n".join(head + body) + "\n")
-    if trapfile is not None and cameras is not None:
-        th = ["# leopard-reid census: detector layout for secr::read.capthist",
-              "# Detector x y" + (" usage" if usage else "")]
-        tb = []
-        for c, x, y in zip(cameras["camera"], cameras["x"], cameras["y"]):
-            tb.append(f"{_safe_id(c)} {x:.2f} {y:.2f}" + (f" {usage.get(c, '')}" if usage else ""))
-        Path(trapfile).write_text("\n".join(th + tb) + "\n")
-    return notes
-
-
 def _write_errors(errors: Sequence[Any], path: Path) -> None:
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -1007,6 +945,17 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--new-threshold", type=float, default=None)
     p.add_argument("--review-images", type=int, default=None,
                    help="rows of review.html with pictures (default: all; the others are still reviewable)")
+    p.add_argument("--export", default="secr", help="capture-history formats, comma-separated: secr, oscr, "
+                   "camtrapr, camtrapdp, or all (default: %(default)s)")
+    p.add_argument("--session", default="1", help="secr/oSCR session name of this season (default: %(default)s)")
+    p.add_argument("--append-to", default=None, help="multi-session secr capthist file to add this session to "
+                   "(its other sessions are kept)")
+    p.add_argument("--camera-operation", default=None, help="camtrapR-style camera-operation CSV (camera, one "
+                   "column per day YYYY-MM-DD, 0..1) for the usage; else the cameras table's usage or start/end")
+    p.add_argument("--utc-offset", default="+00:00", help="time zone of the camera clocks, for Camtrap DP "
+                   "timestamps (default: %(default)s)")
+    p.add_argument("--species", default="Panthera pardus", help="scientific name for camtrapR and Camtrap DP "
+                   "(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None)
     p.add_argument("--checkpoint", default=None, help="the fine-tuned checkpoint the gallery was built with")
@@ -1042,6 +991,8 @@ def _cmd_census(args: Any) -> int:
         out=args.out, min_conf=args.min_conf, occasion_days=args.occasion_days, burst_seconds=args.burst_seconds,
         embedder=embedder, method=args.method, new_threshold=args.new_threshold, pair_seconds=args.pair_seconds,
         season_start=args.season_start, review_images=args.review_images, linkage=args.linkage,
+        exports=args.export, session=args.session, append_to=args.append_to, camera_operation=args.camera_operation,
+        utc_offset=args.utc_offset, species=args.species,
     )
     c = res.counts
     print(f"{args.out}: {c['detections']} detections ({c['known']} known, {c['new']} new, {c['uncertain']} "
