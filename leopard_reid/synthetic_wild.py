@@ -34,7 +34,8 @@ view, ``null`` for face views: overlap between two sightings of a flank), ``size
 ``jpeg_quality``.
 
 Determinism: as in :mod:`leopard_reid.synthetic` (coats and bodies from the same streams), plus views
-from ``[seed, individual, 5]``, face patterns from ``[seed, individual, 2, 4]``, site scenes from
+from ``[seed, individual, 5]``, face patterns from ``[seed, individual, 2, 4]``, coat colours from
+``[seed, individual, 2, 6]``, site scenes from
 ``[seed, 2**20, camera, 9]`` and photographers from ``[seed, 2**21, photographer]``.
 """
 
@@ -102,7 +103,7 @@ def _site(seed: int, cam: int, palette: tuple[np.ndarray, np.ndarray], trap: boo
     horizon = h * (1 - ground_frac)
     g_col, v_col = palette
     # in-focus grass, twigs and stones: the keypoints a background match is made of
-    _grass(rng, scene, int(rng.uniform(0.3, 0.8) * w), v_col * 0.9, horizon * 0.6, horizon, (0.04, 0.2), (1, 2))
+    _grass(rng, scene, int(rng.uniform(0.15, 0.45) * w), v_col * 0.9, horizon * 0.6, horizon, (0.04, 0.2), (1, 2))
     _grass(rng, scene, int(rng.uniform(0.05, 0.25) * w), g_col * 1.15, horizon * 0.6, h * 0.85, (0.03, 0.12), (1, 3))
     for _ in range(int(rng.integers(6, 20))):  # twigs
         x, y = rng.uniform(0, w), rng.uniform(0, h)
@@ -157,6 +158,14 @@ def _watermark(img: np.ndarray, ph: dict) -> list[int]:
     a = (ink.astype(np.float32) / 255.0 * ph["opacity"])[..., None]
     roi[:] = np.clip(roi * (1 - a) + np.array(ph["colour"], np.float32) * a + 0.5, 0, 255).astype(np.uint8)
     return box
+
+
+def _wild_colours(rng: np.random.Generator, style: dict) -> dict:
+    """Narrow the coat colours to what real leopards of one population show: in real photos the ground
+    colour says more about the light than about the individual (a global embedding must not get it free)."""
+    flank = _jitter_colour(rng, (62, 138, 196), 0.04) * rng.uniform(0.92, 1.08)
+    return {**style, "flank": flank.astype(np.float32), "spine": (flank * rng.uniform(0.75, 0.82)).astype(np.float32),
+            "belly": _jitter_colour(rng, (168, 200, 224), 0.03)}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -383,7 +392,7 @@ def generate_wild(out_dir: str | Path, *, n_individuals: int, sightings_per_indi
         flanks = meta_rng.permutation(np.array((["left", "right"] * reps)[:sightings_per_individual], dtype=object))
         home = meta_rng.choice(n_cameras, size=min(n_cameras, int(meta_rng.integers(2, 4))), replace=False)
         build = _build(meta_rng)
-        style = _coat_style(meta_rng)
+        style = _wild_colours(np.random.default_rng([seed, i, 2, 6]), _coat_style(meta_rng))
         view_rng = np.random.default_rng([seed, i, 5])
         views = view_rng.choice(len(VIEWS), size=sightings_per_individual, p=_VIEW_P)
         sheets = {s: _flank_sheet(seed, i, k, style) for k, s in enumerate(("left", "right"))
