@@ -5,8 +5,8 @@ perfectly.  Real wild photos defeat matchers in other ways, and this mode compos
 silhouettes, scenes and camera model into photos that fail the same ways:
 
 * **Whole animals in a scene**: 400-800 px on the long side (3:2, 4:3 or 16:9, face shots sometimes
-  portrait); a flank view's canvas spans 60-105 % of the frame width, a face view 55-95 % of its height, so
-  the animal covers about 15-30 % of the photo, is sometimes cut by the frame edge, and grass and branches
+  portrait); a flank view's canvas spans 75-115 % of the frame width, a face view 65-100 % of its height,
+  so the animal covers about 15-40 % of the photo, is sometimes cut by the frame edge, and grass and branches
   stand in front of it.
 * **Shared backgrounds**: every photo is taken at one of ``n_cameras`` sites with a fixed,
   keypoint-rich scene (out-of-focus vegetation plus in-focus grass, twigs and stones).  Each animal visits
@@ -39,17 +39,19 @@ view, ``null`` for face views: overlap between two sightings of a flank), ``size
 ``jpeg_quality``.
 
 Measured difficulty (defaults: 30 individuals x 5 photos, 12 sites; leave-one-out over all 150 photos,
-identity-level top-1; ``python benchmarks/bench_wild_synthetic.py --seed S --keypoints`` runs the plain
-RootSIFT LNBNN baseline of ``benchmarks/baseline_lnbnn.py``; ``leopard-reid evaluate --metadata
-DIR/metadata.csv --method M --json`` at commit 778a7ed, 2 CPU cores): baseline 0.553 / 0.680 / 0.567 for
-seeds 0 / 1 / 2; ``--method local`` 0.540 / 0.680 (seeds 0 / 1; top-5 0.667 / 0.807, about 140 s);
-``--method global`` 0.180 / 0.220.  Real wild photos (issue #16: 289 photos, 88 leopards): baseline 0.674,
-local 0.639, global 0.112.  The baseline's misses are mostly backgrounds and missing coat overlap: at camera
-traps its top-1 is 0.2-0.5 (photographers' photos 0.6-0.85), half of its wrong answers come from the
-query's own site (which holds under a tenth of the photos), and a query with no other photo of the same
-coat (13 % of them) is almost always missed.  Of its 1,000 keypoints 74 % fall on the animal in
-photographers' flank views, 42 % at traps, 26-59 % in face views (seed 0).  Generating the set takes 11-16 s
-on 2 CPU cores.
+identity-level top-1; 2 CPU cores).  Plain RootSIFT LNBNN baseline (``benchmarks/baseline_lnbnn.py``, via
+``python benchmarks/bench_wild_synthetic.py --seed S --keypoints``): 0.587 / 0.720 / 0.567 for seeds
+0 / 1 / 2.  The library at commit 778a7ed (``leopard_reid.evaluate`` on one ``describe(local=True)`` pass,
+the code path of ``leopard-reid evaluate --metadata DIR/metadata.csv --method M --json``; about 150 s):
+``local`` 0.567 / 0.707, ``global`` 0.133 / 0.267 and the default ``fused`` 0.013 / 0.487 for seeds 0 / 1
+(its cross-fitted logistic fusion gives the cosine a negative weight: among the shortlisted pairs,
+same-site pairs of different animals have the higher cosine).  Real wild photos (issue #16: 289 photos,
+88 leopards): baseline 0.674, local 0.639, global 0.112, fused 0.540.  The baseline's misses are mostly
+backgrounds and missing coat overlap (seed 0): at camera traps its top-1 is 0.27-0.44, on photographers'
+photos 0.61-0.82; 58 % of its wrong answers come from the query's own site (which holds under a tenth of
+the photos); a query with no other photo of the same coat (13 % of them) is almost always missed.  Of its
+1,000 keypoints 76 % fall on the animal in photographers' flank views, 43 % at traps, 27-63 % in face views.
+Generating the set takes 15-17 s.
 
 Determinism: as in :mod:`leopard_reid.synthetic` (coats and bodies from the same streams), plus views
 from ``[seed, individual, 5]``, face patterns from ``[seed, individual, 2, 4]``, coat colours from
@@ -319,12 +321,12 @@ def _wild_photo(rng: np.random.Generator, view: str, side: str, sheets: dict, sp
     # the animal on its own canvas
     coat_window = None
     if view == "face":
-        ah = int(fh * rng.uniform(0.55, 0.95))
+        ah = int(fh * rng.uniform(0.65, 1.0))
         tex, alpha = _face_view(rng, sprite, ah)
         ah, aw = alpha.shape
     else:
         front = -1.0 if side == "left" else 1.0
-        aw = int(fw * (rng.uniform(0.6, 1.05) if view == "flank" else rng.uniform(0.75, 1.15)))
+        aw = int(fw * (rng.uniform(0.75, 1.15) if view == "flank" else rng.uniform(0.9, 1.3)))
         aw = min(aw, int(1.4 * fh))
         ah = int(aw / 1.5)
         sheet, anchor = sheets[side]
