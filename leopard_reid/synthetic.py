@@ -19,6 +19,9 @@ pattern* reappears under a different view.  :func:`generate` draws such a set fr
   contrast, flash fall-off, noise), motion or defocus blur, grass/branch occlusions, JPEG compression.
   Crops are ``size`` around the animal; with ``frame=True`` the animal stands somewhere in a full
   camera-trap frame with an info bar (camera, time, temperature) instead.
+* **Wild photos.**  ``wild=True`` composes these pieces into what real wild photos do to a matcher (whole
+  animals at shared sites, flank / three-quarter / face-on views, watermarks, info bars; ground truth in
+  ``truth.json`` and ``masks/``): see :mod:`leopard_reid.synthetic_wild`.
 
 Determinism: flank layouts come from ``np.random.default_rng([seed, individual, side, 0])``, sightings
 from ``np.random.default_rng([seed, individual, sighting, 1])``, an individual's style, body and flank
