@@ -639,8 +639,8 @@ def generate(
     watermarks and camera-trap info bars; ``size``, ``sides``, ``frame``, ``frame_size`` and
     ``paired_fraction`` do not apply. Its ``metadata.csv`` holds no ``bbox`` and ``side`` = ``unknown`` (as
     a real wild set); the ground truth goes to ``truth.json``, ``masks/`` and extra columns of the returned
-    table (``view``, ``true_side``, ``animal_bbox``, ``photographer``, ``watermark``, ``info_bar``,
-    ``mask``).
+    table (``view``, ``true_side``, ``animal_bbox``, ``photographer`` (-1: none), ``watermark``, ``info_bar``,
+    ``mask``); ``synthetic_wild.read_truth(out_dir)`` reads it back.
     """
     if n_individuals is None:
         n_individuals = 30 if wild else 40

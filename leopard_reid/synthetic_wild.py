@@ -89,7 +89,7 @@ from .synthetic import (
     _site_palettes,
 )
 
-__all__ = ["LONG_SIDE", "VIEWS", "generate_wild"]
+__all__ = ["LONG_SIDE", "VIEWS", "generate_wild", "read_truth"]
 
 #: Range of the photos' longer side, pixels.
 LONG_SIDE = (400, 800)
@@ -461,4 +461,18 @@ def generate_wild(out_dir: str | Path, *, n_individuals: int, sightings_per_indi
     df["night"] = df["night"].astype(bool)
     df[METADATA_COLUMNS].to_csv(out / "metadata.csv", index=False)
     (out / "truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n")
+    return df
+
+
+def read_truth(out_dir: str | Path) -> pd.DataFrame:
+    """The ground truth of a wild set written by :func:`generate_wild`, one row per photo in the order of its
+    ``metadata.csv``: ``path`` plus the ``truth.json`` fields (boxes as lists or ``None``; ``mask`` relative
+    to ``out_dir``, read it with ``cv2.imread(str(Path(out_dir) / mask), cv2.IMREAD_UNCHANGED)``; ``photographer``
+    as nullable integers)."""
+    out = Path(out_dir)
+    truth = json.loads((out / "truth.json").read_text())
+    paths = pd.read_csv(out / "metadata.csv")["path"].tolist()
+    df = pd.DataFrame([{"path": p, **truth[p]} for p in paths])
+    if len(df):
+        df["photographer"] = df["photographer"].astype("Int64")  # <NA>: no watermark
     return df

@@ -281,6 +281,18 @@ def test_wild_metadata_is_what_a_real_wild_set_has(wild):
     assert set(df["view"]) == {"flank", "three_quarter", "face"}  # this seed shows every view
 
 
+def test_wild_read_truth(wild):
+    from leopard_reid.synthetic_wild import read_truth
+
+    root, df, truth = wild
+    t = read_truth(root)
+    assert t["path"].tolist() == df["path"].tolist()
+    assert t["photographer"].fillna(-1).tolist() == df["photographer"].tolist()
+    assert df["photographer"].tolist() == [-1 if truth[p]["photographer"] is None else truth[p]["photographer"]
+                                           for p in df["path"]]
+    assert {"view", "side", "site", "watermark", "info_bar", "bbox", "mask", "coat_window", "size"} <= set(t.columns)
+
+
 def test_wild_photo_sizes_and_masks(wild):
     root, df, truth = wild
     longs = []
