@@ -39,24 +39,24 @@ view, ``null`` for face views: overlap between two sightings of a flank), ``size
 ``jpeg_quality``.
 
 Measured difficulty (defaults: 30 individuals x 5 photos, 12 sites; leave-one-out over all 150 photos,
-identity-level top-1; 2 CPU cores).  Plain RootSIFT LNBNN baseline (``benchmarks/baseline_lnbnn.py``, via
-``python benchmarks/bench_wild_synthetic.py --seed S --keypoints``): 0.587 / 0.720 / 0.567 for seeds
-0 / 1 / 2.  The library at commit 778a7ed (``leopard_reid.evaluate`` on one ``describe(local=True)`` pass,
-the code path of ``leopard-reid evaluate --metadata DIR/metadata.csv --method M --json``; about 150 s):
-``local`` 0.567 / 0.707, ``global`` 0.133 / 0.267 and the default ``fused`` 0.013 / 0.487 for seeds 0 / 1
-(its cross-fitted logistic fusion gives the cosine a negative weight: among the shortlisted pairs,
-same-site pairs of different animals have the higher cosine).  Real wild photos (issue #16: 289 photos,
-88 leopards): baseline 0.674, local 0.639, global 0.112, fused 0.540.  The baseline's misses are mostly
-backgrounds and missing coat overlap (seed 0): at camera traps its top-1 is 0.27-0.44, on photographers'
-photos 0.61-0.82; 58 % of its wrong answers come from the query's own site (which holds under a tenth of
-the photos); a query with no other photo of the same coat (13 % of them) is almost always missed.  Of its
-1,000 keypoints 76 % fall on the animal in photographers' flank views, 43 % at traps, 27-63 % in face views.
-Generating the set takes 15-17 s.
+identity-level top-1; 2 CPU cores). Plain RootSIFT LNBNN baseline (``benchmarks/baseline_lnbnn.py``, via
+``python benchmarks/bench_wild_synthetic.py --seed S --keypoints``): 0.587 / 0.720 / 0.567 for seeds 0 / 1 /
+2. The library at commit 778a7ed (``leopard_reid.evaluate`` on one ``describe(local=True)`` pass, the code
+path of ``leopard-reid evaluate --metadata DIR/metadata.csv --method M --json``; about 150 s): ``local`` 0.567
+/ 0.707, ``global`` 0.133 / 0.267 and the default ``fused`` 0.013 / 0.487 for seeds 0 / 1 (its cross-fitted
+logistic fusion gives the cosine a negative weight: among the shortlisted pairs, same-site pairs of different
+animals have the higher cosine); the CLI's ``--method global`` describes without keypoints and gets 0.140 /
+0.260, its ``--method local`` 0.567 on seed 0. Real wild photos (issue #16: 289 photos, 88 leopards): baseline
+0.674, local 0.639, global 0.112, fused 0.540. The baseline's misses are mostly backgrounds and missing coat
+overlap (seed 0): at camera traps its top-1 is 0.27-0.44, on photographers' photos 0.61-0.82; 58 % of its
+wrong answers come from the query's own site (which holds under a tenth of the photos); a query with no other
+photo of the same coat (13 % of them) is almost always missed. Of its 1,000 keypoints 76 % fall on the animal
+in photographers' flank views, 43 % at traps, 27-63 % in face views. Generating the set takes 15-17 s.
 
-Determinism: as in :mod:`leopard_reid.synthetic` (coats and bodies from the same streams), plus views
-from ``[seed, individual, 5]``, face patterns from ``[seed, individual, 2, 4]``, coat colours from
-``[seed, individual, 2, 6]``, site scenes from
-``[seed, 2**20, camera, 9]`` and photographers from ``[seed, 2**21, photographer]``.
+Determinism: as in :mod:`leopard_reid.synthetic` (coats and bodies from the same streams), plus views from
+``[seed, individual, 5]``, face patterns from ``[seed, individual, 2, 4]``, coat colours from ``[seed,
+individual, 2, 6]``, site scenes from ``[seed, 2**20, camera, 9]`` and photographers from ``[seed, 2**21,
+photographer]``.
 """
 
 from __future__ import annotations
