@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sightings", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", action="store_true", help="full camera-trap frames with the animal's bbox")
+    p.add_argument("--wild", action="store_true", help="wild photos (benchmark set: --individuals 30 --sightings 5)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("demo", help="the main job on the embedded default: synthetic season, enroll, match, report")
@@ -284,7 +285,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     df = generate(
         args.out, n_individuals=args.individuals, sightings_per_individual=args.sightings, seed=args.seed,
-        frame=args.frames,
+        frame=args.frames, wild=args.wild,
     )
     print(f"{args.out}: {len(df)} images of {df['identity'].nunique()} individuals; metadata.csv written")
     return EXIT_OK

@@ -19,6 +19,9 @@ pattern* reappears under a different view.  :func:`generate` draws such a set fr
   contrast, flash fall-off, noise), motion or defocus blur, grass/branch occlusions, JPEG compression.
   Crops are ``size`` around the animal; with ``frame=True`` the animal stands somewhere in a full
   camera-trap frame with an info bar (camera, time, temperature) instead.
+* **Wild photos.**  ``wild=True`` composes these pieces into what real wild photos do to a matcher (whole
+  animals at shared sites, flank / three-quarter / face-on views, watermarks, info bars; ground truth in
+  ``truth.json`` and ``masks/``): see :mod:`leopard_reid.synthetic_wild`.
 
 Determinism: flank layouts come from ``np.random.default_rng([seed, individual, side, 0])``, sightings
 from ``np.random.default_rng([seed, individual, sighting, 1])``, an individual's style, body and flank
@@ -506,6 +509,15 @@ def _info_bar_height(frame_height: int) -> int:
     return max(12, int(0.045 * frame_height))
 
 
+def _info_strip(caption: str, width: int, bar: int) -> np.ndarray:
+    """The black camera-trap info strip (``bar`` px high) with ``caption`` in white, uint8 BGR."""
+    strip = np.zeros((bar, width, 3), np.uint8)
+    fs = bar / 32.0
+    cv2.putText(strip, caption, (int(0.01 * width), int(bar * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, fs,
+                (235, 235, 235), max(1, int(round(fs * 2))), cv2.LINE_AA)
+    return strip
+
+
 def _sighting(rng: np.random.Generator, sheet: np.ndarray, anchor: np.ndarray, build: dict, side: str, night: bool,
               size: tuple[int, int], frame: bool, frame_size: tuple[int, int], caption: str,
               scene: np.ndarray) -> tuple[np.ndarray, list[int], int]:
@@ -547,11 +559,7 @@ def _sighting(rng: np.random.Generator, sheet: np.ndarray, anchor: np.ndarray, b
     centre = (bbox[0] + bbox[2] / 2, bbox[1] + bbox[3] / 2)
     photo = _photograph(rng, img, night, centre)
     if frame:  # camera-trap info bar
-        strip = np.zeros((bar, fw, 3), np.uint8)
-        fs = bar / 32.0
-        cv2.putText(strip, caption, (int(0.01 * fw), int(bar * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, fs,
-                    (235, 235, 235), max(1, int(round(fs * 2))), cv2.LINE_AA)
-        photo = np.vstack([photo, strip])
+        photo = np.vstack([photo, _info_strip(caption, fw, bar)])
     quality = int(rng.integers(55, 95))
     return photo, bbox, quality
 
@@ -590,8 +598,8 @@ def _camera_scene(
 def generate(
     out_dir: str | Path,
     *,
-    n_individuals: int = 40,
-    sightings_per_individual: int = 4,
+    n_individuals: int | None = None,
+    sightings_per_individual: int | None = None,
     seed: int = 0,
     size: tuple[int, int] = (384, 256),
     sides: Sequence[str] = ("left", "right"),
@@ -603,10 +611,12 @@ def generate(
     n_cameras: int = 12,
     paired_fraction: float = 0.0,
     progress: bool = False,
+    wild: bool = False,
 ) -> pd.DataFrame:
     """Write a synthetic camera-trap data set of leopard flanks to ``out_dir``; return its metadata.
 
-    Each of ``n_individuals`` animals (``L-001`` ...) is photographed ``sightings_per_individual`` times;
+    Each of ``n_individuals`` (default 40; wild: 30) animals (``L-001`` ...) is photographed
+    ``sightings_per_individual`` (default 4; wild: 5) times;
     the flanks are dealt out evenly over ``sides`` (so with the defaults every flank is seen twice and
     can be re-identified).  Images are JPEGs of ``size`` = (width, height) showing a crop around the animal,
     or with ``frame=True`` full camera-trap frames of ``frame_size`` with the animal somewhere inside.
@@ -623,7 +633,19 @@ def generate(
     the animal's box in pixels), ``night`` (bool), ``jpeg_quality`` (int) and ``sighting`` (int), and
     writes ``out_dir/metadata.csv`` with :data:`METADATA_COLUMNS`.  The same ``seed`` gives byte-identical
     files.
+
+    ``wild=True`` writes real-use "wild photos" instead (:mod:`leopard_reid.synthetic_wild`): whole animals
+    in 400-800 px photos taken at shared sites, flank / three-quarter / face-on views, photographers'
+    watermarks and camera-trap info bars; ``size``, ``sides``, ``frame``, ``frame_size`` and
+    ``paired_fraction`` do not apply. Its ``metadata.csv`` holds no ``bbox`` and ``side`` = ``unknown`` (as
+    a real wild set); the ground truth goes to ``truth.json``, ``masks/`` and extra columns of the returned
+    table (``view``, ``true_side``, ``animal_bbox``, ``photographer`` (-1: none), ``watermark``, ``info_bar``,
+    ``mask``); ``synthetic_wild.read_truth(out_dir)`` reads it back.
     """
+    if n_individuals is None:
+        n_individuals = 30 if wild else 40
+    if sightings_per_individual is None:
+        sightings_per_individual = 5 if wild else 4
     if n_individuals < 0 or sightings_per_individual < 0:
         raise ValueError("n_individuals and sightings_per_individual must be >= 0")
     if seed < 0:
@@ -646,6 +668,14 @@ def generate(
         raise ValueError("size must be at least 32 x 32 pixels")
     if frame and (frame_size[0] < size[0] or frame_size[1] < 64):
         raise ValueError("frame_size must be at least as wide as size and 64 px high")
+    if wild:
+        if frame or paired_fraction:
+            raise ValueError("wild=True does not combine with frame or paired_fraction")
+        from .synthetic_wild import generate_wild
+
+        return generate_wild(out_dir, n_individuals=n_individuals, sightings_per_individual=sightings_per_individual,
+                             seed=seed, night_fraction=night_fraction, start=start, days=days, n_cameras=n_cameras,
+                             progress=progress)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

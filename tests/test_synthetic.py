@@ -233,3 +233,164 @@ def test_difficulty_band(tmp_path):
     local_top1 = float((labels[score.argmax(1)] == labels).mean())
     assert 0.10 <= global_top1 <= 0.80, global_top1
     assert local_top1 >= 0.95, local_top1
+
+
+# --------------------------------------------------------------------------------------------------------
+# Wild-photo mode
+# --------------------------------------------------------------------------------------------------------
+
+WILD = {"n_individuals": 4, "sightings_per_individual": 4, "n_cameras": 3, "wild": True, "seed": 2}
+
+
+@pytest.fixture(scope="module")
+def wild(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame, dict]:
+    root = tmp_path_factory.mktemp("wild")
+    df = generate(root, **WILD)
+    return root, df, json.loads((root / "truth.json").read_text())
+
+
+def _all_files(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_wild_same_seed_is_byte_identical(wild, tmp_path):
+    root, df, _ = wild
+    df2 = generate(tmp_path, **WILD)
+    pd.testing.assert_frame_equal(df, df2)
+    files = _all_files(root)
+    assert {"metadata.csv", "truth.json"} <= set(files) and any(f.startswith("masks") for f in files)
+    assert files == _all_files(tmp_path)
+
+
+def test_wild_metadata_is_what_a_real_wild_set_has(wild):
+    from leopard_reid.io import read_metadata
+
+    root, df, truth = wild
+    csv = pd.read_csv(root / "metadata.csv")
+    assert list(csv.columns) == METADATA_COLUMNS and len(csv) == 16
+    meta = read_metadata(root / "metadata.csv", require=("path", "identity"))
+    assert (meta["side"] == "unknown").all() and meta["bbox"].isna().all()
+    assert set(truth) == set(df["path"])
+    for row in df.itertuples():
+        t = truth[row.path]
+        assert t["identity"] == row.identity and t["camera"] == row.camera and t["view"] == row.view
+        assert row.view in ("flank", "three_quarter", "face")
+        assert (t["side"] is None) == (row.view == "face") and t["side"] in (None, "left", "right")
+        assert json.loads(row.animal_bbox) == t["bbox"]
+    assert set(df["view"]) == {"flank", "three_quarter", "face"}  # this seed shows every view
+
+
+def test_wild_read_truth(wild):
+    from leopard_reid.synthetic_wild import read_truth
+
+    root, df, truth = wild
+    t = read_truth(root)
+    assert t["path"].tolist() == df["path"].tolist()
+    assert t["photographer"].fillna(-1).tolist() == df["photographer"].tolist()
+    assert df["photographer"].tolist() == [-1 if truth[p]["photographer"] is None else truth[p]["photographer"]
+                                           for p in df["path"]]
+    assert {"view", "side", "site", "watermark", "info_bar", "bbox", "mask", "coat_window", "size"} <= set(t.columns)
+
+
+def test_wild_photo_sizes_and_masks(wild):
+    root, df, truth = wild
+    longs = []
+    for p, t in truth.items():
+        img = cv2.imread(str(root / p))
+        h, w = img.shape[:2]
+        assert [w, h] == t["size"] and 400 <= max(w, h) <= 800
+        longs.append(max(w, h))
+        mask = cv2.imread(str(root / t["mask"]), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 128, 255}
+        animal = mask > 0
+        assert 0.02 < animal.mean() < 0.8  # a whole animal in a scene, not a tight crop
+        assert (mask == 255).sum() > 0.5 * animal.sum()  # vegetation hides some of it, not most
+        x, y, bw, bh = t["bbox"]
+        assert x >= 0 and y >= 0 and x + bw <= w and y + bh <= h
+        assert animal[y : y + bh, x : x + bw].sum() == animal.sum() > 0.25 * bw * bh
+        assert animal.mean() < 0.6 * (bw * bh) / (w * h) + 0.4
+    assert max(longs) - min(longs) > 100  # photo sizes vary
+
+
+def _background_features(root: Path, t: dict) -> tuple[np.ndarray, np.ndarray]:
+    img = cv2.imread(str(root / t["path"]), cv2.IMREAD_GRAYSCALE)
+    keep = np.where(cv2.imread(str(root / t["mask"]), cv2.IMREAD_UNCHANGED) == 0, 255, 0).astype(np.uint8)
+    for box in (t["watermark"], t["info_bar"]):
+        if box:
+            x, y, w, h = box
+            keep[y : y + h, x : x + w] = 0
+    kps, desc = cv2.SIFT_create(1000).detectAndCompute(img, keep)
+    desc = np.sqrt(desc / (desc.sum(1, keepdims=True) + 1e-7)).astype(np.float32)
+    return np.array([k.pt for k in kps], np.float32), desc
+
+
+def test_wild_animals_share_camera_backgrounds(wild):
+    """Several animals per camera, one animal at several cameras; a trap's background matches across animals."""
+    root, df, truth = wild
+    assert df.groupby("camera")["identity"].nunique().max() >= 3
+    assert (df.groupby("identity")["camera"].nunique() >= 2).any()
+    recs = [dict(t, path=p) for p, t in sorted(truth.items())]
+    trap = [r for r in recs if r["site"] == "trap"]
+    assert len({r["identity"] for r in trap}) >= 2 and all(r["info_bar"] for r in trap)
+    assert all(r["info_bar"] is None for r in recs if r["site"] != "trap")
+    feats = {r["path"]: _background_features(root, r) for r in recs}
+    same, other = [], []
+    for a in recs:
+        for b in recs:
+            if a["path"] < b["path"] and a["identity"] != b["identity"]:
+                n = _inliers(feats[a["path"]], feats[b["path"]])
+                if a["camera"] != b["camera"]:
+                    other.append(n)
+                elif a["site"] == "trap":
+                    same.append(n)
+    assert max(same) >= 30 and max(same) > 2 * max(other), (same, max(other))
+
+
+def test_wild_watermark_fixed_per_photographer(wild):
+    """A photographer's text sits at the same corner and margin in photos of different animals."""
+    root, df, truth = wild
+
+    def crop(path: str, box: list[int]) -> np.ndarray:
+        x, y, w, h = box
+        img = cv2.imread(str(root / path), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+        c = cv2.resize(img[y : y + h, x : x + w], (200, 20), interpolation=cv2.INTER_AREA)
+        return c - cv2.GaussianBlur(c, (0, 0), 3)
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    checked = 0
+    for ph, group in df[df["photographer"] >= 0].groupby("photographer"):
+        paths = group["path"].tolist()
+        if group["identity"].nunique() < 2:
+            continue
+        places = set()
+        for p in paths:
+            (w, h), (x, y, bw, bh) = truth[p]["size"], truth[p]["watermark"]
+            assert truth[p]["photographer"] == ph
+            side_x = "l" if x + bw / 2 < 0.4 * w else "r" if x + bw / 2 > 0.6 * w else "c"
+            places.add((side_x, "t" if y + bh / 2 < h / 2 else "b"))
+        assert len(places) == 1, places
+        for a in paths:
+            for b in paths:
+                if a < b and truth[a]["identity"] != truth[b]["identity"]:
+                    wa, wb = truth[a]["watermark"], truth[b]["watermark"]
+                    control = [wb[0], wb[1] - wb[3] - 6 if wb[1] > wb[3] + 6 else wb[1] + wb[3] + 6, wb[2], wb[3]]
+                    assert corr(crop(a, wa), crop(b, wb)) > 0.3  # the same text
+                    assert abs(corr(crop(a, wa), crop(b, control))) < 0.2
+                    checked += 1
+    assert checked >= 3
+
+
+def test_wild_arguments(tmp_path):
+    with pytest.raises(ValueError):
+        generate(tmp_path, wild=True, frame=True)
+    with pytest.raises(ValueError):
+        generate(tmp_path, wild=True, paired_fraction=0.5)
+    assert generate(tmp_path / "empty", wild=True, n_individuals=0).empty
+
+
+def test_default_mode_writes_no_wild_truth(small):
+    root, _ = small
+    assert not (root / "truth.json").exists() and not (root / "masks").exists()
