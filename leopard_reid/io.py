@@ -543,3 +543,38 @@ def read_metadata(
         more = f" (and {len(listed) - 20} more)" if len(listed) > 20 else ""
         raise MetadataError(f"{name}: " + "; ".join(listed[:20]) + more)
     return df.reset_index(drop=True)
+
+
+ERRORS_FILE = "errors.csv"
+
+
+def write_errors(errors: Sequence[Any], folder: str | os.PathLike, *, command: str) -> Path | None:
+    """Record the inputs ``command`` skipped in ``<folder>/errors.csv`` (``path, reason, command``).
+
+    The one writer of that file: rows of other commands (an ``enroll`` and a ``match`` writing into one
+    folder) are kept, this command's earlier rows are replaced, and the file is removed only when no row
+    is left. Returns the file's path, or None when this command skipped nothing.
+    """
+    out = Path(folder) / ERRORS_FILE
+    kept: list[list[str]] = []
+    if out.exists():
+        try:
+            with open(out, newline="", encoding="utf-8") as fh:
+                rows = list(_csv.reader(fh))
+        except (OSError, UnicodeDecodeError, _csv.Error):
+            rows = []
+        for row in rows[1:]:
+            row = (row + ["", "", ""])[:3]
+            if row[2] != command:
+                kept.append(row)
+    new = [[getattr(e, "path", ""), getattr(e, "reason", str(e)), command] for e in errors]
+    if not kept and not new:
+        with contextlib.suppress(FileNotFoundError):
+            out.unlink()
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        w = _csv.writer(fh)
+        w.writerow(["path", "reason", "command"])
+        w.writerows(kept + new)
+    return out if new else None
