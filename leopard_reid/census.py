@@ -635,7 +635,8 @@ def run_census(
     show = progress if progress is not None else _tty()
     lines = progress is None and not show  # pipelines and logs: a plain line per chunk instead of a bar
     bar = tqdm(total=n, desc="census", unit="det", disable=not show)
-    step = min(chunk_size, max(1, getattr(embedder, "batch_size", 32))) if show else chunk_size
+    # on a terminal the bar moves per detection (keypoint extraction, per crop anyway, dominates the cost)
+    step = 1 if show else chunk_size
     for start in range(0, n, step):
         if lines and start:
             _say(f"census: {start}/{n} detections scored ({time.perf_counter() - t0:.0f} s)")
@@ -905,20 +906,32 @@ def _cluster_new(
         f = Features(names=[str(dets[i]) for i in idx], embeddings=e[idx], local=[loc[i] for i in idx] if loc else None,
                      valid=np.ones(len(idx), bool), sides=[sides[i] for i in idx])
         final = m.scores(f, exclude=idx).final
-        sim[idx] = np.where(np.isfinite(final), final, 0.0)
+        sim[idx] = np.where(np.isfinite(final), final, -np.inf)
         bar.update(len(idx))
     bar.close()
-    np.fill_diagonal(sim, 1.0)
+    np.fill_diagonal(sim, np.inf)
     sim = np.maximum(sim, sim.T)
     # burst-level similarity: the best pair of their detections (dets are listed burst by burst)
     starts = np.flatnonzero(np.r_[True, np.diff(owner) != 0])
     gsim = np.maximum.reduceat(np.maximum.reduceat(sim, starts, axis=0), starts, axis=1)
-    np.fill_diagonal(gsim, 1.0)
-    dist = 1.0 - np.clip(gsim, 0.0, 1.0)
+    np.fill_diagonal(gsim, np.inf)
     labels = AgglomerativeClustering(
-        n_clusters=None, metric="precomputed", linkage=linkage, distance_threshold=1.0 - thr
-    ).fit_predict(dist)
+        n_clusters=None, metric="precomputed", linkage=linkage,
+        distance_threshold=float(_distance(np.array([thr]), matcher.method)[0]),
+    ).fit_predict(_distance(gsim, matcher.method))
     return {g: int(lab) for g, lab in zip(unmatched, labels)}
+
+
+def _distance(score: np.ndarray, method: str) -> np.ndarray:
+    """A non-negative distance that falls as the method's score rises, on every method's scale (fused P in
+    [0, 1], cosine in [-1, 1], keypoint score >= 0); -inf (not comparable) is the farthest, +inf is 0.
+    ``1 - threshold`` would be negative for a keypoint-score threshold (and crash the clustering)."""
+    import numpy as np
+
+    if method == "local":
+        return 1.0 / (1.0 + np.clip(np.nan_to_num(score, nan=0.0, posinf=np.inf, neginf=0.0), 0.0, np.inf))
+    lo = -1.0 if method == "global" else 0.0
+    return 1.0 - np.clip(np.nan_to_num(score, nan=lo, posinf=1.0, neginf=lo), lo, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------- writers

@@ -312,6 +312,18 @@ def test_progress_bars_cover_scoring_and_clustering(season, tmp_path, embedder, 
                embedder=embedder, progress=True, review_images=0)
     err = capsys.readouterr().err
     assert "census: 100%" in err and "clustering new: 100%" in err
+    n = len(season["season"])
+    assert f"census:  {100 // n}%" in err or f"census:   {100 // n}%" in err  # moved after one detection
+
+
+def test_progress_lines_off_a_terminal(season, tmp_path, embedder, capsys, monkeypatch):
+    import leopard_reid.census as census
+
+    monkeypatch.setattr(census, "_tty", lambda: False)
+    run_census(season["md"], gallery=season["gallery"], out=tmp_path / "p", sightings=season["sightings"],
+               embedder=embedder, review_images=0, chunk_size=4)
+    err = capsys.readouterr().err
+    assert "census: 4/" in err and "detections scored" in err and "\r" not in err
 
 
 # ------------------------------------------------------------------------------------------ issue 14: integrity
@@ -431,3 +443,16 @@ def test_apply_review_finds_the_photos_the_census_read(season, tmp_path):
     shutil.copyfile(season["gallery"], gpath)
     s = apply_review(season["out"] / "decisions.csv", gallery=gpath)  # no root: census.json says where
     assert s["added"] > 0
+
+
+def test_census_with_a_keypoint_score_threshold_clusters_new_animals(season, tmp_path, embedder):
+    """A local-method threshold is on the keypoint-score scale (> 1): clustering must not get a negative cut."""
+    res = run_census(season["md"], gallery=season["gallery"], out=tmp_path / "local", sightings=season["sightings"],
+                     embedder=embedder, method="local", new_threshold=5.0, progress=False, review_images=0)
+    truth = dict(zip(season["season"]["path"], season["season"]["identity"]))
+    new = res.detections[[truth[p] in ("L-003", "L-004") for p in res.detections["path"]]]
+    assert len(new) and new["identity"].str.startswith("NEW-").all()
+    assert res.counts["new_individuals"] >= 2  # L-003 and L-004 are not one animal
+    from leopard_reid.census import _distance
+
+    assert _distance(np.array([5.0]), "local")[0] > 0
