@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sightings", type=positive_int, default=4, help="photos per leopard")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--frames", action="store_true", help="full camera-trap frames with the animal's bbox")
+    p.add_argument("--season", action="store_true",
+                   help="a whole census season: frames, known.csv to enroll, MegaDetector md.json, sightings.csv, "
+                   "cameras.csv with paired stations (--sightings 6 or more gives each flank several visits)")
     p.set_defaults(func=cmd_synth)
 
     p = command("demo", "the main job on the embedded default: synthetic season, enroll, match, report")
@@ -377,6 +380,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from .synthetic import generate
+
+    if args.season:
+        from .demo import write_census_season
+
+        f = write_census_season(args.out, n_individuals=args.individuals, sightings_per_individual=args.sightings,
+                                seed=args.seed)
+        print(f"{args.out}: a census season; try:\n"
+              f"  leopard-reid enroll --metadata {f['known']} --out {args.out}/gallery.safetensors\n"
+              f"  leopard-reid census --detections {f['detections']} --gallery {args.out}/gallery.safetensors "
+              f"--sightings {f['sightings']} --cameras {f['cameras']} --out {args.out}/census\n"
+              f"  leopard-reid census apply-review {args.out}/census/decisions.csv "
+              f"--gallery {args.out}/gallery.safetensors")
+        return EXIT_OK
 
     df = generate(
         args.out, n_individuals=args.individuals, sightings_per_individual=args.sightings, seed=args.seed,

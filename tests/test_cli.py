@@ -331,3 +331,20 @@ def test_calibrate_local_then_default_match_accepts_known_photos(population, tmp
     assert code == EXIT_OK
     top = pd.read_csv(tmp_path / "m.csv").query("rank == 1")
     assert (top["decision"] == "match").all() and (top["score"] <= 1).all()
+
+
+def test_synth_season_runs_through_census_and_apply_review(tmp_path, capsys, monkeypatch):
+    """The newcomer's path: synth --season, enroll, census, apply-review from another folder, no extra flags."""
+    s = tmp_path / "s"
+    assert run(["synth", "--out", s, "--season", "--individuals", "4", "--sightings", "4", "--seed", "2"]) == EXIT_OK
+    g = s / "gallery.safetensors"
+    assert run(["enroll", "--metadata", s / "known.csv", "--out", g]) == EXIT_OK
+    code = run(["census", "--detections", s / "md.json", "--gallery", g, "--sightings", s / "sightings.csv",
+                "--cameras", s / "cameras.csv", "--out", s / "census", "--review-images", "0"])
+    assert code == EXIT_OK
+    m = pd.read_csv(s / "census" / "matches.csv")
+    assert len(m) and (m["decision"] == "known").any() and m["identity"].str.startswith("NEW-").any()
+    monkeypatch.chdir(tmp_path)  # anywhere: the census recorded where its photos are
+    assert run(["census", "apply-review", s / "census" / "decisions.csv", "--gallery", g]) == EXIT_OK
+    assert len(Gallery.load(g)) > len(pd.read_csv(s / "known.csv"))
+    capsys.readouterr()
