@@ -135,6 +135,8 @@ def read_detections(
             data = json.loads(Path(detections).read_text())
         except FileNotFoundError:
             raise CensusError(f"{detections}: file not found") from None
+        except IsADirectoryError:
+            raise CensusError(f"{detections}: is a folder, not a MegaDetector JSON file") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise CensusError(f"{detections}: not a JSON file ({err})") from None
     else:
@@ -1474,6 +1476,9 @@ def _cmd_census(args: Any) -> int:
         print(f"leopard-reid census: error: {res.files['capthist']} has no capture: {empty}", file=sys.stderr)
         return EXIT_FAIL
     if res.errors:
+        from .cli import report_skipped
+
+        report_skipped(res.errors)
         print(f"skipped {len(res.errors)} input(s); see {res.files['errors']}", file=sys.stderr)
         return EXIT_SKIPPED
     return EXIT_OK

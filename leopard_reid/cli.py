@@ -239,14 +239,21 @@ def write_errors(errors: Sequence[Any], folder: Path | None, *, command: str = "
     Returns where they went, or None when there are none."""
     from .io import write_errors as write
 
+    report_skipped(errors)
     if folder is None:
-        for e in errors:
-            print(f"skipped {e}", file=sys.stderr)
         return Path("<stderr>") if errors else None
     out = write(errors, folder, command=command)
     if out is not None:
         print(f"skipped {len(errors)} input(s); see {out}", file=sys.stderr)
     return out
+
+
+def report_skipped(errors: Sequence[Any], limit: int = 20) -> None:
+    """One line per skipped input on standard error (the first ``limit``; the rest are in errors.csv)."""
+    for e in errors[:limit]:
+        print(f"leopard-reid: skipped {e}", file=sys.stderr)
+    if len(errors) > limit:
+        print(f"leopard-reid: ... and {len(errors) - limit} more skipped input(s)", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------- commands
@@ -424,8 +431,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning  # one plain line per warning, no source lines
+            # each skipped file is reported once, by the command (report_skipped), not also as a warning
+            warnings.filterwarnings("ignore", message=r"skipped \d+ of \d+ image")
             return int(args.func(args))
-    except (CommandError, GalleryError, MetadataError, ImageError, FileNotFoundError, ValueError) as err:
+    except (CommandError, GalleryError, MetadataError, ImageError, OSError, ValueError) as err:
         print(f"leopard-reid {args.command}: error: {err}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:

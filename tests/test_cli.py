@@ -348,3 +348,17 @@ def test_synth_season_runs_through_census_and_apply_review(tmp_path, capsys, mon
     assert run(["census", "apply-review", s / "census" / "decisions.csv", "--gallery", g]) == EXIT_OK
     assert len(Gallery.load(g)) > len(pd.read_csv(s / "known.csv"))
     capsys.readouterr()
+
+
+def test_one_line_per_skipped_file(corpus, tmp_path, capsys):
+    import warnings
+
+    (tmp_path / "m.csv").write_text("path,identity\ngood/L0_0.png,A\nbad/zero.jpg,B\nbad/text.jpg,C\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # as outside pytest
+        code = run(["enroll", "--metadata", tmp_path / "m.csv", "--root", corpus, "--out", tmp_path / "g.safetensors",
+                    "--no-local"])
+    assert code == EXIT_SKIPPED
+    err = capsys.readouterr().err
+    assert err.count("bad/zero.jpg") == 1 and err.count("bad/text.jpg") == 1
+    assert "UserWarning" not in err and "warnings.warn" not in err

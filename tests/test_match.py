@@ -303,3 +303,39 @@ def test_gallery_add_reads_sides_like_read_metadata():
     assert list(g.sides) == ["left", "left", "right", "unknown"]
     with pytest.raises(lr.GalleryError, match="unknown side 'middle'"):
         lr.Gallery.from_embeddings(np.eye(1), ["a"], metadata=pd.DataFrame({"side": ["middle"]}))
+
+
+def test_a_fit_worse_than_the_default_on_held_out_folds_is_kept_off(full_gallery, monkeypatch):
+    import importlib
+
+    m = importlib.import_module("leopard_reid.match")  # the module (lr.match is the function)
+    real = m._held_out
+
+    def worse(*args, **kwargs):
+        known, new, auc, _ = real(*args, **kwargs)
+        return known, new, auc, 0.9  # as if the fitted thresholds misjudged most held-out individuals
+
+    monkeypatch.setattr(m, "_held_out", worse)
+    with pytest.warns(UserWarning, match="worse on held-out individuals"):
+        cal = lr.calibrate(full_gallery)
+    assert cal.source == "default" and cal.threshold == 0.5 and cal.coef == (2.0, 4.5)
+
+
+@pytest.mark.slow
+def test_small_gallery_walk_through_leaves_never_seen_leopards_new(tmp_path, embedder):
+    """Issue 14, item 5: synth 20 x 4, enroll L-001..L-010 with 3 photos each, calibrate, match the rest."""
+    from leopard_reid.synthetic import generate
+
+    meta = generate(tmp_path, n_individuals=20, sightings_per_individual=4, seed=0)
+    shot = meta.groupby("identity").cumcount()
+    known = sorted(meta["identity"].unique())[:10]
+    enrol = meta[meta["identity"].isin(known) & (shot < 3)]
+    queries = meta.drop(index=enrol.index)
+    gallery = lr.Gallery.build(embedder, enrol, root=tmp_path)
+    gallery.calibration = lr.calibrate(gallery).to_dict()
+    top = lr.match(queries, gallery, embedder=embedder, root=tmp_path, top_k=1).set_index("query")
+    truth = queries.set_index("path")["identity"]
+    never_seen = ~truth.isin(known)
+    assert (top.loc[truth.index[never_seen], "decision"] == "new").all()  # was 0 of 40 before
+    seen = truth.index[~never_seen]
+    assert (top.loc[seen, "decision"] == "match").all() and (top.loc[seen, "identity"] == truth[seen]).all()
