@@ -17,7 +17,6 @@ import json
 import math
 import os
 import warnings
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -241,7 +240,6 @@ class Matcher:
 
 
 _EMBEDDERS: dict[str, Embedder] = {}
-_MATCHERS: weakref.WeakKeyDictionary[Gallery, dict[tuple[Any, ...], Matcher]] = weakref.WeakKeyDictionary()
 
 
 def _default_embedder(backbone: str) -> Embedder:
@@ -258,7 +256,7 @@ def _fitted_matcher(gallery: Gallery, method: str) -> Matcher:
     (``match`` in a loop builds the keypoint index once; any edit of the gallery builds a fresh one)."""
     key = (method, id(gallery._emb), len(gallery), hash(tuple(gallery.labels)), hash(tuple(gallery.sides)),
            repr(gallery.calibration_for(method)))
-    cache = _MATCHERS.setdefault(gallery, {})
+    cache = gallery._matchers  # kept on the gallery: it goes when the gallery goes
     if key not in cache:
         cache.clear()
         cache[key] = Matcher(method=method).fit(gallery)  # type: ignore[arg-type]

@@ -362,3 +362,21 @@ def test_one_line_per_skipped_file(corpus, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("bad/zero.jpg") == 1 and err.count("bad/text.jpg") == 1
     assert "UserWarning" not in err and "warnings.warn" not in err
+
+
+def test_every_option_has_help():
+    import argparse
+
+    from leopard_reid.cli import build_parser
+
+    def parsers(p):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    if name != "train":  # the training command has its own owner
+                        yield name, sub
+                        yield from parsers(sub)
+
+    missing = [f"{name} {a.option_strings[0]}" for name, sub in parsers(build_parser()) for a in sub._actions
+               if a.option_strings and a.help is None]
+    assert missing == []
