@@ -570,41 +570,7 @@ def run_census(
         station = dict(zip(cams["camera"], cams["station"]))
 
     # --- image sizes (header only), boxes in pixels, sighting metadata ------------------------------
-    info: dict[str, Any] = {}
-    rows = []
-    used_sightings: set[str] = set()
-    without_sighting: set[str] = set()
-    for d in dets:
-        path = d["path"]
-        src = Path(path) if Path(path).is_absolute() else base / _norm_path(path)
-        if path not in info:
-            try:
-                info[path] = _image_info(src)
-            except (OSError, ValueError) as err:
-                info[path] = err
-                errors.append(_err(path, str(err) or type(err).__name__))
-        got = info[path]
-        if isinstance(got, Exception):
-            continue
-        size, exif_dt = got
-        box = _pixel_box(d["box"], d["box_format"], size)
-        if box is None:
-            reason = f"detection {d['det']}: bbox {d['box']} lies outside the {size[0]}x{size[1]} image"
-            errors.append(_err(path, reason))
-            continue
-        s = sight.get(_norm_path(path)) or sight.get(str(src.resolve())) or {}
-        if s:
-            used_sightings.add(_norm_path(path) if _norm_path(path) in sight else str(src.resolve()))
-        elif sight:
-            without_sighting.add(path)
-        camera = s.get("camera") or (Path(_norm_path(path)).parent.name or None)
-        rows.append({
-            "path": path, "source": str(src), "det": d["det"], "conf": d["conf"], "bbox": box,
-            "camera": camera, "dt": s.get("datetime") or exif_dt, "side": s.get("side", "unknown"),
-        })
-    notes_run += _sighting_notes(sight, used_sightings, without_sighting)
-    if dets and not rows:
-        raise CensusError(_nothing_read(dets, base, errors))
+    rows = _detection_rows(dets, base, sight, errors, notes_run)
     meta = pd.DataFrame(rows, columns=["path", "source", "det", "conf", "bbox", "camera", "dt", "side"])
     meta["dt"] = pd.Series([r["dt"] for r in rows], dtype=object)  # datetime or None, never NaT
     if len(meta):
@@ -792,6 +758,51 @@ def run_census(
     })
     return CensusResult(detections=ok, out=out, files=files, errors=errors, counts=counts,
                         seconds=time.perf_counter() - t0, notes=notes_run)
+
+
+def _detection_rows(
+    dets: Sequence[Mapping[str, Any]], base: Path, sight: Mapping[str, Any], errors: list[Any], notes: list[str]
+) -> list[dict[str, Any]]:
+    """One row per usable detection: its image's size from the header, the box in pixels, and the sighting's
+    camera, date and side (else EXIF date and folder name, which ``notes`` then reports). Unreadable images
+    and boxes off the image go to ``errors``; when no image at all could be read, :class:`CensusError`
+    says where the census looked."""
+    info: dict[str, Any] = {}
+    rows = []
+    used_sightings: set[str] = set()
+    without_sighting: set[str] = set()
+    for d in dets:
+        path = d["path"]
+        src = Path(path) if Path(path).is_absolute() else base / _norm_path(path)
+        if path not in info:
+            try:
+                info[path] = _image_info(src)
+            except (OSError, ValueError) as err:
+                info[path] = err
+                errors.append(_err(path, str(err) or type(err).__name__))
+        got = info[path]
+        if isinstance(got, Exception):
+            continue
+        size, exif_dt = got
+        box = _pixel_box(d["box"], d["box_format"], size)
+        if box is None:
+            reason = f"detection {d['det']}: bbox {d['box']} lies outside the {size[0]}x{size[1]} image"
+            errors.append(_err(path, reason))
+            continue
+        s = sight.get(_norm_path(path)) or sight.get(str(src.resolve())) or {}
+        if s:
+            used_sightings.add(_norm_path(path) if _norm_path(path) in sight else str(src.resolve()))
+        elif sight:
+            without_sighting.add(path)
+        camera = s.get("camera") or (Path(_norm_path(path)).parent.name or None)
+        rows.append({
+            "path": path, "source": str(src), "det": d["det"], "conf": d["conf"], "bbox": box,
+            "camera": camera, "dt": s.get("datetime") or exif_dt, "side": s.get("side", "unknown"),
+        })
+    notes += _sighting_notes(sight, used_sightings, without_sighting)
+    if dets and not rows:
+        raise CensusError(_nothing_read(dets, base, errors))
+    return rows
 
 
 #: The score range of each method, for checking a threshold before anything is scored.
