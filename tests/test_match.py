@@ -339,3 +339,25 @@ def test_small_gallery_walk_through_leaves_never_seen_leopards_new(tmp_path, emb
     assert (top.loc[truth.index[never_seen], "decision"] == "new").all()  # was 0 of 40 before
     seen = truth.index[~never_seen]
     assert (top.loc[seen, "decision"] == "match").all() and (top.loc[seen, "identity"] == truth[seen]).all()
+
+
+def test_threshold_rule_agrees_with_counting_every_candidate():
+    """The roc_curve path gives the rates a direct count gives, at the threshold it returns."""
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        known = np.round(rng.normal(0.7, 0.2, rng.integers(1, 12)), 2)
+        new = np.round(rng.normal(0.4, 0.2, rng.integers(1, 12)), 2)
+        if trial % 5 == 0:
+            new[0] = -np.inf
+        mfm = [None, 0.0, 0.2][trial % 3]
+        c = _choose_threshold(known, new, max_false_match=mfm, default=0.5)
+        assert c.false_new_rate == pytest.approx(np.mean(known < c.threshold))
+        assert c.false_match_rate == pytest.approx(np.mean(new >= c.threshold))
+        u = np.unique(np.r_[known, new][np.isfinite(np.r_[known, new])])
+        cands = np.r_[u[:1], (u[1:] + u[:-1]) / 2, u[-1] + 1e-3]
+        fnr = np.array([np.mean(known < t) for t in cands])
+        fmr = np.array([np.mean(new >= t) for t in cands])
+        if mfm is None:
+            assert (c.false_new_rate + c.false_match_rate) / 2 == pytest.approx(((fnr + fmr) / 2).min())
+        else:
+            assert c.false_match_rate <= mfm and c.false_new_rate == pytest.approx(fnr[fmr <= mfm].min())
