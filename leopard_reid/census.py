@@ -561,8 +561,10 @@ def run_census(
     dets, errors, counts = read_detections(detections, min_conf=min_conf)
     sight = _read_sightings(sightings, date_order)
     cams = _read_cameras(cameras)
+    if isinstance(season_start, str):  # read with the table's date order; refused now, not after scoring
+        season_start = _parse_datetime(season_start, date_order) or season_start
     if season_start is not None:
-        _season_start(season_start, [])  # a bad date is refused now, not after every detection is scored
+        _season_start(season_start, [])
     out.mkdir(parents=True, exist_ok=True)
     notes_run: list[str] = []
     station = {}

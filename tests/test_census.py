@@ -388,6 +388,7 @@ def test_date_order_is_explicit():
     assert _parse_datetime("25/03/2024") == datetime(2024, 3, 25)  # unambiguous: day first
     assert _parse_datetime("03/25/2024 08:30:15") == datetime(2024, 3, 25, 8, 30, 15)
     assert _parse_datetime("2024:03:05 10:00:00") == datetime(2024, 3, 5, 10, 0)  # EXIF
+    assert _parse_datetime("2024-03-05T10:00:00") == datetime(2024, 3, 5, 10, 0)  # ISO
 
 
 def test_missing_station_is_the_camera_itself():
