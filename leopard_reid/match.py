@@ -496,7 +496,8 @@ def _calibration_evidence(gallery: Gallery, *, method: str, shortlist: int, n_fo
     same = (labels[:, None] == labels[None, :]) & np.isfinite(ps.cosine)
     queries = np.flatnonzero(same.any(1))
     if len(set(labels[queries])) < 2:
-        raise GalleryError(f"{NEED_PAIRS}; this gallery has {len(queries)} such photo(s)")
+        raise GalleryError(f"{NEED_PAIRS}; this gallery has {len(queries)} such photo(s), so nothing was fitted "
+                           "and the built-in default stays in use")
     ids = sorted(set(labels))
     k = min(n_folds, len(ids))
     fold_of = {ident: f % k for f, ident in enumerate(ids)}
