@@ -480,6 +480,40 @@ def _fmt_box(b: Sequence[int] | None) -> str:
     return "" if b is None else json.dumps([int(v) for v in b])
 
 
+@dataclass
+class ChunkScores:
+    """A chunk of detections scored against the gallery: what the census keeps of it (small, picklable)."""
+
+    best: np.ndarray  # (n, identities) best score per identity
+    arg: np.ndarray  # (n, identities) the exemplar achieving it
+    valid: np.ndarray
+    errors: list[ImageError]
+    kept: dict[int, tuple[np.ndarray, Any]]  # chunk row -> (embedding, keypoints) of detections below threshold
+
+
+def _score_chunk(embedder: Embedder, matcher: Any, by_identity: Any, thr: float, recs: list[Any]) -> ChunkScores:
+    """Describe a chunk of detection records and score it against the fitted matcher. A pure function of its
+    records (the unit of work of a census, in one process or on a Dask worker)."""
+    import warnings
+
+    import numpy as np
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skipped crops go to errors.csv
+        feats = embedder.describe(recs, local=matcher.method != "global", on_error="skip")
+    n, k = len(recs), len(by_identity)
+    res = ChunkScores(best=np.full((n, k), -np.inf, np.float32), arg=np.zeros((n, k), np.int64),
+                      valid=feats.valid.copy(), errors=list(feats.errors), kept={})
+    if not feats.valid.any():
+        return res
+    ps = matcher.scores(feats)
+    best, arg = by_identity.best(np.where(np.isfinite(ps.final), ps.final, -np.inf))  # a NaN never wins
+    res.best[:], res.arg[:] = best, arg
+    for j in np.flatnonzero(feats.valid & (best.max(axis=1) < thr)):
+        res.kept[int(j)] = (feats.embeddings[j].copy(), feats.local[j] if feats.local is not None else None)
+    return res
+
+
 # ---------------------------------------------------------------------------------------------- main
 def run_census(
     detections: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[str, Any]],
@@ -509,6 +543,7 @@ def run_census(
     utc_offset: str = "+00:00",
     species: str = "Panthera pardus",
     date_order: str | None = None,
+    client: Any = None,
 ) -> CensusResult:
     """Identify the animal detections of a camera-trap season and write the census outputs into ``out``.
 
@@ -522,7 +557,9 @@ def run_census(
     individuals by agglomerative clustering of their P(same) with ``linkage`` (``average``: single linkage
     chains distinct animals together once a season has many detections), cut at the new-individual
     threshold. ``date_order`` (``dmy`` or ``mdy``) says how ``a/b/yyyy`` dates of the sightings table read;
-    without it an ambiguous one is refused. Every input (detections, tables, thresholds, dates) is checked
+    without it an ambiguous one is refused. ``client``: a ``distributed.Client``; chunks of detections are then
+    described and scored on its workers (which read the images and the gallery file at the same paths), the
+    rest stays here, with the same outputs. Every input (detections, tables, thresholds, dates) is checked
     before any detection is scored. An existing ``decisions.csv`` (a reviewer may have edited it) is never
     overwritten: the new one is written beside it. See the module docstring for the files written.
 
@@ -531,7 +568,6 @@ def run_census(
     for the usage; ``append_to``: a multi-session secr capthist file this session is added to; ``utc_offset`` and
     ``species`` for Camtrap DP and camtrapR. Individual covariates (``sex``) come from the gallery's metadata.
     """
-    import warnings
 
     import numpy as np
     import pandas as pd
@@ -616,34 +652,40 @@ def run_census(
     bar = tqdm(total=n, desc="census", unit="det", disable=not show)
     # on a terminal the bar moves per detection (keypoint extraction, per crop anyway, dominates the cost)
     step = 1 if show else chunk_size
-    for start in range(0, n, step):
+
+    def keep(start: int, res: ChunkScores) -> None:
+        """Store a scored chunk: per-identity bests, and the unmatched detections' features for clustering."""
+        idx = np.arange(start, start + len(res.valid))
+        per_id[idx] = res.best
+        per_ex[idx] = res.arg
+        valid[idx] = res.valid
+        chunk_errors[start] = res.errors
+        bar.update(len(res.valid))
+        for j, (emb, loc) in res.kept.items():
+            kept_emb[start + j] = emb
+            if loc is not None:
+                kept_local[start + j] = loc
+
+    def records(part: pd.DataFrame) -> list[Record]:
+        return [Record(name=p, source=Path(s), bbox=tuple(b), side=sd)
+                for p, s, b, sd in zip(part["path"], part["source"], part["bbox"], part["side"])]
+
+    chunk_errors: dict[int, list[ImageError]] = {}  # by first row: errors.csv in detection order, as chunks finish
+    if client is not None:
+        from .distributed import census_scores, chunk_size_for
+
+        size = chunk_size_for(n, len(client.scheduler_info(n_workers=-1).get("workers", {})) or 1, most=chunk_size)
+        starts = list(range(0, n, size))
+        census_scores(embedder, [records(meta.iloc[s : s + size]) for s in starts],
+                      gallery=gallery, from_file=gallery_path is not None, method=method, thr=thr, client=client,
+                      on_result=lambda i, res: keep(starts[i], res))
+    for start in range(0, n if client is None else 0, step):
         if lines and start:
             _say(f"census: {start}/{n} detections scored ({time.perf_counter() - t0:.0f} s)")
         part = meta.iloc[start : start + step]
-        recs = [Record(name=p, source=Path(s), bbox=tuple(b), side=sd)
-                for p, s, b, sd in zip(part["path"], part["source"], part["bbox"], part["side"])]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # skipped crops go to errors.csv
-            feats = embedder.describe(recs, local=matcher.method != "global", on_error="skip")
-        for e in feats.errors:
-            errors.append(e)
-        if not feats.valid.any():
-            bar.update(len(part))
-            continue
-        ps = matcher.scores(feats)
-        best, arg = by_identity.best(np.where(np.isfinite(ps.final), ps.final, -np.inf))  # a NaN never wins
-        idx = np.arange(start, start + len(part))
-        per_id[idx] = best
-        per_ex[idx] = arg
-        valid[idx] = feats.valid
-        own_best = best.max(axis=1)
-        for j in np.flatnonzero(feats.valid & (own_best < thr)):
-            kept_emb[start + j] = feats.embeddings[j].copy()
-            if feats.local is not None:
-                kept_local[start + j] = feats.local[j]
-        del feats, ps
-        bar.update(len(part))
+        keep(start, _score_chunk(embedder, matcher, by_identity, thr, records(part)))
     bar.close()
+    errors.extend(e for s in sorted(chunk_errors) for e in chunk_errors[s])
     meta = meta.assign(valid=valid)
 
     # --- bursts: pool evidence, decide ---------------------------------------------------------------
@@ -1116,7 +1158,16 @@ def _recorded_root(decisions: Path) -> Path:
 # ---------------------------------------------------------------------------------------------- CLI
 def register_cli(sub: Any) -> None:
     """Add ``census`` (and ``census apply-review``) to the ``leopard-reid`` sub-parsers."""
-    from .cli import _Formatter, file_path, folder_path, fraction, non_negative_float, positive_float, positive_int
+    from .cli import (
+        _Formatter,
+        add_dask_arg,
+        file_path,
+        folder_path,
+        fraction,
+        non_negative_float,
+        positive_float,
+        positive_int,
+    )
 
     p = sub.add_parser(
         "census",
@@ -1166,6 +1217,7 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--species", default="Panthera pardus", help="scientific name for camtrapR and Camtrap DP "
                    "(default: %(default)s)")
     p.add_argument("--checkpoint", default=None, help="the fine-tuned checkpoint the gallery was built with")
+    add_dask_arg(p)
     p.set_defaults(func=_cmd_census)
     inner = p.add_subparsers(dest="census_command", metavar="apply-review", required=False)
     a = inner.add_parser("apply-review", help="add the confirmed identities of decisions.csv to the gallery",
@@ -1183,7 +1235,7 @@ def register_cli(sub: Any) -> None:
 def _cmd_census(args: Any) -> int:
     import sys
 
-    from .cli import EXIT_FAIL, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, check_backbone
+    from .cli import EXIT_FAIL, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, check_backbone, cluster
     from .embed import Embedder
     from .gallery import Gallery
 
@@ -1197,15 +1249,16 @@ def _cmd_census(args: Any) -> int:
         check_backbone(gallery.backbone or "efficientnet_lite0", gallery=args.gallery)
     embedder = Embedder(gallery.backbone or "efficientnet_lite0", checkpoint=args.checkpoint, device=args.device,
                         batch_size=args.batch_size, progress=False)
-    res = run_census(
-        args.detections, gallery=gallery, root=args.root, sightings=args.sightings, cameras=args.cameras,
-        out=args.out, min_conf=args.min_conf, occasion_days=args.occasion_days, burst_seconds=args.burst_seconds,
-        embedder=embedder, method=args.method, new_threshold=args.new_threshold, pair_seconds=args.pair_seconds,
-        season_start=args.season_start, review_images=args.review_images, linkage=args.linkage,
-        exports=args.export, session=args.session, append_to=args.append_to, camera_operation=args.camera_operation,
-        utc_offset=args.utc_offset, species=args.species,
-        date_order=args.date_order,
-    )
+    with cluster(args) as client:  # workers read the gallery from its file (the same path on every machine)
+        res = run_census(
+            args.detections, gallery=args.gallery if client is not None else gallery, root=args.root,
+            sightings=args.sightings, cameras=args.cameras, out=args.out, min_conf=args.min_conf,
+            occasion_days=args.occasion_days, burst_seconds=args.burst_seconds, embedder=embedder, method=args.method,
+            new_threshold=args.new_threshold, pair_seconds=args.pair_seconds, season_start=args.season_start,
+            review_images=args.review_images, linkage=args.linkage, exports=args.export, session=args.session,
+            append_to=args.append_to, camera_operation=args.camera_operation, utc_offset=args.utc_offset,
+            species=args.species, date_order=args.date_order, client=client,
+        )
     c = res.counts
     for note in res.notes:
         print(f"leopard-reid census: note: {note}", file=sys.stderr)

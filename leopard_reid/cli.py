@@ -85,6 +85,37 @@ def folder_path(text: str) -> str:
     return text
 
 
+def dask_address(text: str) -> str:
+    """``--dask``: local:N, tcp://HOST:PORT or a scheduler file, checked without connecting (exit 2 if malformed
+    or when Dask is not installed)."""
+    from .distributed import ClusterError, check_address, require_distributed
+
+    try:
+        address = check_address(text)
+        require_distributed()
+    except (ValueError, ClusterError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return address
+
+
+def add_dask_arg(p: argparse.ArgumentParser) -> None:
+    """The ``--dask ADDRESS`` option (shared by enroll, match, evaluate and census)."""
+    p.add_argument("--dask", default=None, type=dask_address, metavar="ADDRESS",
+                   help="run the image work on a Dask cluster: local:N (N worker processes here), tcp://HOST:PORT "
+                   "or a scheduler file; workers must see the images and gallery at the same paths")
+
+
+def cluster(args: argparse.Namespace) -> Any:
+    """A context giving the ``distributed.Client`` of ``--dask`` (closed afterwards), or None without it."""
+    from contextlib import nullcontext
+
+    if not getattr(args, "dask", None):
+        return nullcontext(None)
+    from .distributed import connect
+
+    return connect(args.dask)
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default=None, help="timm model name (default: the gallery's, else efficientnet_lite0)")
     p.add_argument("--checkpoint", default=None, help="fine-tuned checkpoint: training folder or .safetensors file")
@@ -119,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=file_path, help="gallery file to create or extend")
     p.add_argument("--no-local", action="store_true", help="skip keypoint features (global matching only)")
     _add_model_args(p)
+    add_dask_arg(p)
     p.set_defaults(func=cmd_enroll)
 
     p = command("match", "match photos against a gallery")
@@ -132,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, type=file_path, help="write results here (default: print)")
     p.add_argument("--format", choices=("csv", "json"), default="csv", help="output format")
     _add_model_args(p)
+    add_dask_arg(p)
     p.set_defaults(func=cmd_match)
 
     p = command("evaluate", "leave-one-out evaluation on a labelled CSV")
@@ -141,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--open-set", choices=("identity", "time"), default=None,
                    help="query/gallery split instead of leave-one-out: are never-seen individuals called new?")
     _add_model_args(p)
+    add_dask_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = command("audit", "list photos filed under different identities that match like one animal")
@@ -272,7 +306,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             print(f"{int(dup.sum())} photo(s) (same path and bbox) already in {out}: not added again", file=sys.stderr)
             df = df[~dup].reset_index(drop=True)
     local = not args.no_local if existing is None else existing.local is not None
-    feats = embedder.describe(df, root=root, local=local, on_error="skip")
+    with cluster(args) as client:
+        feats = embedder.describe(df, root=root, local=local, on_error="skip", client=client)
     gallery = existing or Gallery(backbone=embedder.name, weights_sha256=embedder.weights_sha256)
     before = len(gallery)
     gallery.add_described(feats, df)
@@ -312,10 +347,11 @@ def cmd_match(args: argparse.Namespace) -> int:
     else:
         table, root = pd.DataFrame({"path": args.images}), None
     embedder = _embedder(args, gallery.backbone, gallery=args.gallery)
-    result = match(
-        table, gallery, embedder=embedder, method=args.method, top_k=args.top_k,
-        new_threshold=args.new_threshold, root=root, on_error="skip",
-    )
+    with cluster(args) as client:
+        result = match(
+            table, gallery, embedder=embedder, method=args.method, top_k=args.top_k,
+            new_threshold=args.new_threshold, root=root, on_error="skip", client=client,
+        )
     errors = result.attrs.get("errors", [])
     if args.format == "json":
         text = result.to_json(orient="records", indent=1)
@@ -342,10 +378,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.open_set:
         from .evaluate import evaluate_open_set
 
-        res = evaluate_open_set(df, method=args.method, split=args.open_set, embedder=_embedder(args), root=root)
+        with cluster(args) as client:
+            res = evaluate_open_set(df, method=args.method, split=args.open_set, embedder=_embedder(args), root=root,
+                                    client=client)
         print(json.dumps(res.to_dict()) if args.json else res)
         return EXIT_OK
-    result = evaluate(df, method=args.method, embedder=_embedder(args), root=root)
+    with cluster(args) as client:
+        result = evaluate(df, method=args.method, embedder=_embedder(args), root=root, client=client)
     if not result.n_queries:
         raise CommandError(
             f"{args.metadata}: nothing to evaluate: no photo has another readable photo of the same individual "

@@ -97,6 +97,9 @@ class Embedder:
     cache:
         A folder for an :class:`~leopard_reid.cache.EmbeddingCache`: files already embedded (same bytes,
         box, model and keypoint options) are read back instead of recomputed.
+
+    ``describe(..., client=)`` runs on a Dask cluster (:mod:`leopard_reid.distributed`): each worker builds
+    this embedder from its backbone name, checkpoint and options, so a ready module cannot be used there.
     """
 
     def __init__(
@@ -112,6 +115,8 @@ class Embedder:
     ) -> None:
         import torch
 
+        self._backbone_arg = None if isinstance(backbone, torch.nn.Module) else backbone  # rebuilt by Dask workers
+        self._device_arg = device
         if isinstance(backbone, torch.nn.Module):
             self.model = backbone
             param = next(backbone.parameters(), None)
@@ -187,9 +192,13 @@ class Embedder:
         root: str | os.PathLike | None = None,
         local: bool | dict[str, Any] = False,
         on_error: OnError = "raise",
+        client: Any = None,
     ) -> Features:
         """Embed images and, with ``local=True`` (or extractor options), extract keypoint features in the
-        same pass, so each image is decoded once. See :class:`Features`."""
+        same pass, so each image is decoded once. See :class:`Features`.
+
+        ``client``: a ``distributed.Client``; chunks of images are then described on its workers (which must
+        see the image files at the same paths) and gathered in input order, with the same results."""
         import torch
 
         from .local import extractor_options
@@ -201,7 +210,9 @@ class Embedder:
         # every extractor option resolved: the cache key then changes with any default, and typos fail here
         local_opts = extractor_options(None if local is True else local) if local else None
         if self.cache is not None:
-            return self._describe_cached(records, local_opts, on_error)
+            return self._describe_cached(records, local_opts, on_error, client)
+        if client is not None:
+            return self._describe_on(client, records, local_opts, on_error)
         side = min(self.data_config["input_size"][1:])
         reduce_to = side if local_opts is None else local_opts["max_side"]
         dataset = _Dataset(records, self.transform, reduce_to, local_opts)
@@ -263,7 +274,23 @@ class Embedder:
             sides=[r.side for r in records],
         )
 
-    def _describe_cached(self, records: list[Record], local_opts: dict | None, on_error: OnError) -> Features:
+    def _describe_on(self, client: Any, records: list[Record], local_opts: dict | None, on_error: OnError) -> Features:
+        """describe() on a Dask cluster; errors raised or warned here, on the client, as in one process."""
+        from .distributed import describe
+
+        show = self.progress if self.progress is not None else (sys.stderr.isatty() and len(records) > self.batch_size)
+        feats = describe(self, records, local=local_opts, client=client, progress=show)
+        if feats.errors:
+            if on_error == "raise":
+                raise feats.errors[0]
+            n, errors = len(records), feats.errors
+            listing = "; ".join(str(e) for e in errors[:5]) + (" ..." if len(errors) > 5 else "")
+            warnings.warn(f"skipped {len(errors)} of {n} image(s): {listing}", stacklevel=3)
+        return feats
+
+    def _describe_cached(
+        self, records: list[Record], local_opts: dict | None, on_error: OnError, client: Any = None,
+    ) -> Features:
         """describe() through the cache: hash files, compute only the misses, store them as one shard."""
         from .cache import file_key
 
@@ -283,7 +310,8 @@ class Embedder:
         cache, self.cache = self.cache, None
         want_local: bool | dict = False if local_opts is None else (local_opts or True)
         try:
-            fresh = self.describe([records[i] for i in miss], local=want_local, on_error=on_error) if miss else None
+            fresh = (self.describe([records[i] for i in miss], local=want_local, on_error=on_error, client=client)
+                     if miss else None)
         finally:
             self.cache = cache
         n = len(records)

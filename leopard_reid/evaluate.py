@@ -196,6 +196,7 @@ def _labelled_features(
     embedder: Embedder | None,
     root: str | os.PathLike | None,
     features: Features | None,
+    client: Any = None,
 ) -> tuple[pd.DataFrame, Features]:
     """Read a labelled table (CSV paths relative to its folder by default) and describe it unless given."""
     from .embed import Embedder
@@ -206,7 +207,7 @@ def _labelled_features(
     df = read_metadata(data, require=("path", "identity"))
     if features is None:
         embedder = embedder or Embedder()
-        features = embedder.describe(df, root=root, local=method != "global", on_error="skip")
+        features = embedder.describe(df, root=root, local=method != "global", on_error="skip", client=client)
     return df, features
 
 
@@ -218,9 +219,11 @@ def _scored_table(
     calibration: Calibration | None,
     side_aware: bool,
     features: Features | None,
+    client: Any = None,
 ) -> tuple[pd.DataFrame, Features, np.ndarray, PairScores, np.ndarray]:
     """Read and describe a labelled table, then score every image against all the others (leave-one-out)."""
-    df, features = _labelled_features(data, method=method, embedder=embedder, root=root, features=features)
+    df, features = _labelled_features(data, method=method, embedder=embedder, root=root, features=features,
+                                      client=client)
     if len(features) != len(df):
         raise ValueError(f"features describe {len(features)} images, the table has {len(df)}")
     labels = df["identity"].astype(str).to_numpy(dtype=object)
@@ -238,6 +241,7 @@ def evaluate(
     calibration: Calibration | None = None,
     side_aware: bool = True,
     features: Features | None = None,
+    client: Any = None,
 ) -> Evaluation:
     """Leave-one-out evaluation of ``method`` on a labelled table (``path``, ``identity``, optional
     ``bbox``/``side``) or CSV file (paths relative to ``root``, default the CSV's folder).
@@ -245,11 +249,13 @@ def evaluate(
     ``fused`` without a ``calibration`` fits its fusion cross-validated (5 folds by identity: a query's own
     individual never trains the weights it is scored with). Unreadable images are skipped with a warning and
     counted in ``n_failed``. Pass ``features`` (from
-    ``Embedder.describe(..., local=True)``) to compare methods without re-embedding.
+    ``Embedder.describe(..., local=True)``) to compare methods without re-embedding. ``client``: a
+    ``distributed.Client`` to describe the images on its workers (the scoring stays here).
     """
 
     t0 = time.perf_counter()
-    df, features, labels, ps, queries = _scored_table(data, method, embedder, root, calibration, side_aware, features)
+    df, features, labels, ps, queries = _scored_table(data, method, embedder, root, calibration, side_aware, features,
+                                                      client)
     valid_idx = np.flatnonzero(features.valid)
     vlabels = labels[valid_idx]
     ranks, aps = rank_metrics(ps.final[queries], vlabels, queries)
@@ -357,6 +363,7 @@ def evaluate_open_set(
     root: str | os.PathLike | None = None,
     features: Features | None = None,
     threshold: float | None = None,
+    client: Any = None,
 ) -> OpenSetEvaluation:
     """Query/gallery split for open-set checks: are never-seen individuals recognised as new?
 
@@ -366,10 +373,12 @@ def evaluate_open_set(
     the later ones (a flank first seen later is new). Reports the AUROC of the top-1 score (known vs
     new), top-1 accuracy on known queries, and error rates at ``threshold`` (default: the method's
     calibrated one, else the balanced-error threshold on these scores, picked by :func:`calibrate`'s rule).
+    ``client``: a ``distributed.Client`` to describe the images on its workers.
     """
     from sklearn.metrics import roc_auc_score
 
-    df, features = _labelled_features(data, method=method, embedder=embedder, root=root, features=features)
+    df, features = _labelled_features(data, method=method, embedder=embedder, root=root, features=features,
+                                      client=client)
     ok = features.valid
     order = df.sort_values("datetime").index if "datetime" in df.columns else df.index
     if split == "identity":

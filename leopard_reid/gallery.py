@@ -93,12 +93,15 @@ class Gallery:
         root: str | os.PathLike | None = None,
         local: bool = True,
         on_error: str = "raise",
+        client: Any = None,
     ) -> Gallery:
         """Embed every row of ``metadata`` (``path``, ``identity``, optional ``bbox``, ``side``...) and keep
-        keypoint features too (``local=True``) for pattern-level matching."""
+        keypoint features too (``local=True``) for pattern-level matching. ``client``: a
+        ``distributed.Client`` to describe the images on its workers (see :meth:`Embedder.describe`)."""
         if "identity" not in metadata.columns:
             raise GalleryError("the metadata needs an 'identity' column to build a gallery")
-        feats = embedder.describe(metadata, root=root, local=local, on_error=on_error)  # type: ignore[arg-type]
+        feats = embedder.describe(metadata, root=root, local=local, on_error=on_error,  # type: ignore[arg-type]
+                                  client=client)
         gallery = cls(backbone=embedder.name, weights_sha256=embedder.weights_sha256)
         return gallery.add_described(feats, metadata)
 

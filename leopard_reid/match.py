@@ -280,6 +280,7 @@ def match(
     on_error: OnError = "raise",
     matcher: Matcher | None = None,
     chunk_size: int = 256,
+    client: Any = None,
 ) -> pd.DataFrame:
     """Match query images against a gallery; one row per query and rank, and a rank-1 row for *every* input.
 
@@ -294,7 +295,8 @@ def match(
     :class:`~leopard_reid.ImageError`, or with ``on_error="skip"`` get their row (with a warning, and
     ``result.attrs["errors"]``). ``matcher``: a :class:`Matcher` fitted on ``gallery`` (its method must
     agree with ``method``); by default one is fitted once per gallery and method and reused, as is the
-    default embedder of the gallery's backbone.
+    default embedder of the gallery's backbone. ``client``: a ``distributed.Client`` to describe each chunk of
+    queries on its workers (scoring stays here).
     """
     if not isinstance(top_k, (int, np.integer)) or top_k < 1:
         raise ValueError(f"top_k must be a whole number >= 1, not {top_k!r}")
@@ -316,7 +318,7 @@ def match(
     errors = []
     for start in range(0, len(records), chunk_size):
         chunk = records[start : start + chunk_size]
-        feats = embedder.describe(chunk, local=matcher.method != "global", on_error=on_error)
+        feats = embedder.describe(chunk, local=matcher.method != "global", on_error=on_error, client=client)
         errors += feats.errors
         frames.append(_rows(matcher, feats, chunk, top_k=top_k, threshold=thr, meta=meta))
     result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(

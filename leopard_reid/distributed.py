@@ -1,0 +1,271 @@
+"""Scale-out on Dask: the one module that knows about ``distributed``.
+
+``--dask ADDRESS`` on the command line (or ``client=`` in the Python API) sends the parallel work to a Dask
+cluster: describing images (decode, crop, embed, keypoints) in chunks of records, and in a census scoring each
+chunk against the gallery. Each worker builds its :class:`~leopard_reid.Embedder` (and a census' fitted
+:class:`~leopard_reid.match.Matcher`) once, in a worker-local cache keyed by backbone, checkpoint and options;
+tasks carry only records (paths and boxes) and return features or scores. Clustering, the review page and
+every output file stay on the client. Workers read the images and the gallery file at the paths the client
+gives them: they must see the same files at the same paths (a shared filesystem, as on an HPC cluster).
+
+Tasks are pure functions of their records, so a task whose worker dies is simply run again by Dask on another
+worker, and the gathered result is identical. An unreadable image is returned as an
+:class:`~leopard_reid.ImageError`, never raised on the worker, and reported by the caller as in one process.
+
+Without ``client=`` nothing here is used and Dask is never imported.
+
+On paper, 10^6 frames (about 1.2 x 10^6 detections) on W workers: the client reads the MegaDetector JSON and
+the sightings (a few hundred MB of records), then submits ~ 10^6 / chunk tasks (chunk = 256: ~ 4,700 tasks,
+each a list of 256 paths and boxes, ~ 40 kB pickled). A census task returns per detection one row of best
+score and exemplar per known identity (2 x 8 bytes x identities: 160 kB per chunk for 50 individuals) plus,
+for the unmatched ones only, their embedding (5 kB) and keypoints (~ 1,000 x 132 bytes: ~ 130 kB each).
+A describe task (enroll, evaluate) returns everything: ~ 135 kB per image, so 10^6 images would be ~ 135 GB on
+the client; those entry points are meant for galleries and labelled sets (10^3-10^5 images), the census for
+seasons. The gallery file (~ 150 kB per exemplar with keypoints) is read once per worker from the shared
+filesystem, not shipped per task. Per-image cost (~ 0.1-0.3 s of CPU: decode, CNN, ASIFT keypoints, keypoint
+matching) dominates task overhead (~ 1 ms per task on the scheduler) by orders of magnitude, so throughput
+scales with workers until the shared filesystem's read bandwidth (frames of 2-5 MB, ~ 3-5 TB a season) or
+the client's single-threaded parts limit it: clustering the unmatched detections (pairwise P(same) among
+them, quadratic in their number) and writing the review page.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from .census import ChunkScores
+    from .embed import Embedder, Features
+    from .io import ImageError, Record
+
+__all__ = ["ClusterError", "check_address", "connect", "describe", "chunk_size_for"]
+
+#: Default records per task: big enough that a task's overhead (~ms) is nothing next to its work (seconds).
+DEFAULT_CHUNK = 16
+
+_ADDRESS = re.compile(r"^(?:(tcp|tls|ucx|inproc|ws|wss)://)?[\w.\-\[\]:]+:\d{1,5}$")
+_LOCAL = re.compile(r"^local:(\d+)$")
+
+# worker-local state: built on first use in each worker process, reused by every later task there
+_WORKER_CACHE: dict[tuple[Any, ...], Any] = {}
+
+
+class ClusterError(OSError):
+    """The Dask cluster cannot be reached or started (the reason in one line)."""
+
+
+# ------------------------------------------------------------------------------------------------ address
+def check_address(text: str) -> str:
+    """Validate ``--dask ADDRESS`` without connecting: ``local:N``, ``[tcp://]host:port``, or an existing
+    scheduler file. Raises :class:`ValueError` with the accepted forms (the CLI's exit 2)."""
+    text = text.strip()
+    m = _LOCAL.match(text)
+    if m:
+        if int(m.group(1)) < 1:
+            raise ValueError(f"{text!r}: local:N needs N >= 1 workers")
+        return text
+    if _ADDRESS.match(text):
+        return text
+    if Path(text).is_file():
+        return text
+    raise ValueError(f"{text!r} is not a Dask address: give local:N (N worker processes here), "
+                     "tcp://HOST:PORT (a running scheduler) or the path of a scheduler file")
+
+
+def require_distributed() -> None:
+    """Raise :class:`ClusterError` (how to install it) when ``distributed`` is missing; imports nothing."""
+    from importlib.util import find_spec
+
+    if find_spec("distributed") is None:
+        raise ClusterError("Dask is not installed: pip install 'leopard-reid[dask]' (it adds distributed)")
+
+
+@contextmanager
+def connect(address: str, *, timeout: float = 10.0) -> Iterator[Client]:
+    """A :class:`distributed.Client` for ``address`` (see :func:`check_address`), closed on exit; ``local:N``
+    starts a ``LocalCluster`` of N single-threaded worker processes and shuts it down on exit."""
+    check_address(address)
+    require_distributed()
+    from distributed import Client, LocalCluster
+
+    m = _LOCAL.match(address.strip())
+    cluster = None
+    try:
+        if m:
+            cluster = LocalCluster(n_workers=int(m.group(1)), threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            client = Client(cluster)
+        elif _ADDRESS.match(address.strip()):
+            client = Client(address.strip(), timeout=timeout)
+        else:
+            client = Client(scheduler_file=address, timeout=timeout)
+    except (OSError, TimeoutError) as err:
+        if cluster is not None:
+            cluster.close()
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: {err}") from None
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# ------------------------------------------------------------------------------------------------ workers
+def _embedder_spec(embedder: Embedder) -> dict[str, Any]:
+    """What a worker needs to build the same embedder: names and options, never the model itself."""
+    if not isinstance(embedder.name, str) or getattr(embedder, "_backbone_arg", None) is None:
+        raise ValueError("client= needs an Embedder built from a backbone name (workers build the model "
+                         "themselves); a ready torch module cannot be shipped to them")
+    return {"backbone": embedder._backbone_arg, "checkpoint": embedder.checkpoint,
+            "batch_size": embedder.batch_size, "device": embedder._device_arg}
+
+
+def _worker_embedder(spec: dict[str, Any]) -> Embedder:
+    """This worker's embedder for ``spec``, built once (no DataLoader processes: the worker is the process)."""
+    key = ("embedder", tuple(sorted(spec.items())))
+    if key not in _WORKER_CACHE:
+        from .embed import Embedder
+
+        _WORKER_CACHE[key] = Embedder(spec["backbone"], checkpoint=spec["checkpoint"], batch_size=spec["batch_size"],
+                                      device=spec["device"], num_workers=0, progress=False)
+    return _WORKER_CACHE[key]
+
+
+def _describe_task(spec: dict[str, Any], records: list[Record], local: dict | None) -> Features:
+    """Describe one chunk on a worker; unreadable images come back in ``errors``, nothing is raised."""
+    emb = _worker_embedder(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the client reports skipped images once
+        return emb.describe(records, local=local if local is not None else False, on_error="skip")
+
+
+def chunk_size_for(n: int, workers: int, *, most: int = DEFAULT_CHUNK) -> int:
+    """Records per task: at most ``most``, and small enough that every worker gets a few tasks."""
+    return max(1, min(most, -(-n // max(1, 4 * workers))))
+
+
+def _n_workers(client: Client) -> int:
+    return max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+
+
+def _run_chunks(
+    client: Client, fn: Callable[..., Any], chunks: Sequence[Any], *args: Any, desc: str, progress: bool | None,
+    sizes: Sequence[int], on_result: Callable[[int, Any], None] | None = None,
+) -> list[Any]:
+    """Submit ``fn(*args_before, chunk, *args_after)`` per chunk, show a bar on the client, return results in
+    chunk order (or hand each to ``on_result(index, result)`` as it completes and keep nothing)."""
+    import sys
+
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    show = progress if progress is not None else sys.stderr.isatty()
+    head, tail = args[0], args[1:]
+    futures = [client.submit(fn, *head, chunk, *tail, pure=False) for chunk in chunks]
+    index = {f.key: i for i, f in enumerate(futures)}
+    out: list[Any] = [None] * len(futures)
+    bar = tqdm(total=int(sum(sizes)), desc=desc, unit="img", disable=not show)
+    try:
+        for fut in as_completed(futures):
+            i = index[fut.key]
+            res = fut.result()
+            if on_result is not None:
+                on_result(i, res)
+            else:
+                out[i] = res
+            fut.release()
+            bar.update(sizes[i])
+    finally:
+        bar.close()
+        for f in futures:
+            f.cancel()
+    return out
+
+
+def describe(
+    embedder: Embedder, records: Sequence[Record], *, local: dict | None, client: Client,
+    progress: bool | None = None, chunk_size: int | None = None,
+) -> Features:
+    """:meth:`Embedder.describe` on the cluster: chunks of records described on workers, gathered in input
+    order. Every error is collected (the caller raises or warns as in one process)."""
+    from .embed import Features
+
+    spec = _embedder_spec(embedder)
+    records = list(records)
+    n = len(records)
+    size = chunk_size or chunk_size_for(n, _n_workers(client))
+    chunks = [records[i : i + size] for i in range(0, n, size)]
+    parts: list[Features] = _run_chunks(client, _describe_task, chunks, (spec,), local, desc="embedding",
+                                        progress=progress, sizes=[len(c) for c in chunks])
+    if not parts:
+        dim = embedder.dim
+        return Features(names=[], embeddings=np.zeros((0, dim), np.float32), local=[] if local is not None else None,
+                        valid=np.zeros(0, bool), errors=[], sides=[])
+    errors: list[ImageError] = [e for p in parts for e in p.errors]
+    return Features(
+        names=[nm for p in parts for nm in p.names],
+        embeddings=np.concatenate([p.embeddings for p in parts]),
+        local=[f for p in parts for f in p.local] if local is not None else None,  # type: ignore[union-attr]
+        valid=np.concatenate([p.valid for p in parts]),
+        errors=errors,
+        sides=[s for p in parts for s in p.sides],
+    )
+
+
+# ------------------------------------------------------------------------------------------------ census
+def _worker_matcher(gallery: Any, method: str) -> tuple[Any, Any]:
+    """This worker's fitted matcher and identity groups, built once per gallery and method. ``gallery`` is
+    ``(path, checksum)`` (read from the shared filesystem; a file that differs from the client's is refused)
+    or a gallery scattered to the workers."""
+    key: tuple[Any, ...] = ("matcher", *gallery, method) if isinstance(gallery, tuple) else ("matcher", id(gallery),
+                                                                                            method)
+    if key not in _WORKER_CACHE:
+        from .gallery import Gallery, GalleryError, _IdentityGroups
+        from .match import Matcher
+
+        for k in [k for k in _WORKER_CACHE if k[0] == "matcher"]:
+            del _WORKER_CACHE[k]  # one season's gallery at a time
+        if isinstance(gallery, tuple):
+            g = Gallery.load(gallery[0])
+            if g._source is None or g._source[1] != gallery[1]:
+                raise GalleryError(f"{gallery[0]}: the file a worker reads differs from the client's (each worker "
+                                   "must see the same gallery file at the same path)")
+        else:
+            g = gallery
+        matcher = Matcher(method=method).fit(g)  # type: ignore[arg-type]
+        _WORKER_CACHE[key] = (matcher, _IdentityGroups(matcher.labels_), g)
+    matcher, groups, _ = _WORKER_CACHE[key]
+    return matcher, groups
+
+
+def _census_task(spec: dict[str, Any], gallery: Any, method: str, thr: float, records: list[Record]) -> ChunkScores:
+    from .census import _score_chunk
+
+    matcher, groups = _worker_matcher(gallery, method)
+    return _score_chunk(_worker_embedder(spec), matcher, groups, thr, records)
+
+
+def census_scores(
+    embedder: Embedder, chunks: Sequence[list[Record]], *, gallery: Any, from_file: bool, method: str, thr: float,
+    client: Client, on_result: Callable[[int, ChunkScores], None],
+) -> None:
+    """Score census chunks on the workers; ``on_result(chunk index, scores)`` on the client as each completes.
+    ``from_file``: workers read ``gallery`` from the file it was loaded from (checked by checksum), else the
+    in-memory gallery is sent to each worker once."""
+    spec = _embedder_spec(embedder)
+    if from_file and gallery._source is not None:
+        ref: Any = tuple(gallery._source)
+    else:
+        ref = client.scatter(gallery, broadcast=True, hash=False)
+    _run_chunks(client, _census_task, chunks, (spec, ref, method, thr), desc="census", progress=False,
+                sizes=[len(c) for c in chunks], on_result=on_result)
