@@ -90,14 +90,16 @@ def require_distributed() -> None:
 
 
 @contextmanager
-def connect(address: str, *, timeout: float = 10.0) -> Iterator[Client]:
+def connect(address: str, *, timeout: float | None = None) -> Iterator[Client]:
     """A :class:`distributed.Client` for ``address`` (see :func:`check_address`), closed on exit; ``local:N``
-    starts a ``LocalCluster`` of N single-threaded worker processes and shuts it down on exit."""
+    starts a ``LocalCluster`` of N single-threaded worker processes and shuts it down on exit. ``timeout``:
+    seconds to reach a scheduler (default: Dask's ``distributed.comm.timeouts.connect``)."""
     check_address(address)
     require_distributed()
     from distributed import Client, LocalCluster
 
     m = _LOCAL.match(address.strip())
+    wait = {"timeout": timeout} if timeout is not None else {}
     cluster = None
     try:
         if m:
@@ -105,9 +107,9 @@ def connect(address: str, *, timeout: float = 10.0) -> Iterator[Client]:
                                    dashboard_address=None)
             client = Client(cluster)
         elif _ADDRESS.match(address.strip()):
-            client = Client(address.strip(), timeout=timeout)
+            client = Client(address.strip(), **wait)
         else:
-            client = Client(scheduler_file=address, timeout=timeout)
+            client = Client(scheduler_file=address, **wait)
     except (OSError, TimeoutError) as err:
         if cluster is not None:
             cluster.close()
@@ -226,7 +228,7 @@ def describe(
 def _worker_matcher(gallery: Any, method: str) -> tuple[Any, Any]:
     """This worker's fitted matcher and identity groups, built once per gallery and method. ``gallery`` is
     ``(path, checksum)`` (read from the shared filesystem; a file that differs from the client's is refused)
-    or a gallery scattered to the workers."""
+    or a gallery sent to the workers."""
     key: tuple[Any, ...] = ("matcher", *gallery, method) if isinstance(gallery, tuple) else ("matcher", id(gallery),
                                                                                             method)
     if key not in _WORKER_CACHE:
@@ -248,6 +250,10 @@ def _worker_matcher(gallery: Any, method: str) -> tuple[Any, Any]:
     return matcher, groups
 
 
+def _same(obj: Any) -> Any:
+    return obj
+
+
 def _census_task(spec: dict[str, Any], gallery: Any, method: str, thr: float, records: list[Record]) -> ChunkScores:
     from .census import _score_chunk
 
@@ -261,11 +267,11 @@ def census_scores(
 ) -> None:
     """Score census chunks on the workers; ``on_result(chunk index, scores)`` on the client as each completes.
     ``from_file``: workers read ``gallery`` from the file it was loaded from (checked by checksum), else the
-    in-memory gallery is sent to each worker once."""
+    in-memory gallery is sent once to each worker that needs it."""
     spec = _embedder_spec(embedder)
     if from_file and gallery._source is not None:
         ref: Any = tuple(gallery._source)
-    else:
-        ref = client.scatter(gallery, broadcast=True, hash=False)
+    else:  # a task's result, not scattered data: the scheduler can recompute it if its worker dies
+        ref = client.submit(_same, gallery, pure=False)
     _run_chunks(client, _census_task, chunks, (spec, ref, method, thr), desc="census", progress=False,
                 sizes=[len(c) for c in chunks], on_result=on_result)
