@@ -10,6 +10,7 @@ crop, embed and RootSIFT keypoints, as enroll and census do):
 2. describe in a single-threaded process (torch and OpenCV limited to one thread, no DataLoader workers);
 3. describe with ``client=`` on ``LocalCluster(n_workers=2, threads_per_worker=1)`` (``--dask local:2``),
    timed warm (each worker has built its model once; the first, cold call is reported apart);
+   the three are run ``--repeats`` times interleaved and their medians compared;
 4. the census of a synthetic season (``demo.write_census_season``) in one process vs on the same cluster:
    outputs compared byte for byte, time ratio.
 
@@ -46,8 +47,8 @@ def _timed(fn):
     return out, time.perf_counter() - t
 
 
-def bench_describe(folder: Path, n_images: int, client) -> dict:
-    """Images/s of the three describe paths on the same frames."""
+def bench_describe(folder: Path, n_images: int, client, repeats: int) -> dict:
+    """Images/s of the three describe paths on the same frames (median of ``repeats`` interleaved runs)."""
     import cv2
     import torch
 
@@ -58,25 +59,37 @@ def bench_describe(folder: Path, n_images: int, client) -> dict:
     meta = meta.iloc[:n_images]
     default = Embedder(progress=False)
     default.describe(meta.iloc[:2], root=folder, local=True)  # model warm
-    one, t_default = _timed(lambda: default.describe(meta, root=folder, local=True))
-
-    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    try:
-        single = Embedder(progress=False, num_workers=0)
-        single_feats, t_single = _timed(lambda: single.describe(meta, root=folder, local=True))
-    finally:
-        torch.set_num_threads(threads)
-        cv2.setNumThreads(cv_threads)
-
+    single = Embedder(progress=False, num_workers=0)
     _, t_cold = _timed(lambda: default.describe(meta.iloc[:4], root=folder, local=True, client=client))
-    dist, t_dask = _timed(lambda: default.describe(meta, root=folder, local=True, client=client))
+    from leopard_reid.distributed import _embedder_spec, _worker_embedder
+
+    spec = _embedder_spec(default)
+    client.run(lambda: _worker_embedder(spec) and None)  # every worker has its model (timed runs are warm)
+
+    def single_threaded():
+        threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)
+        try:
+            return single.describe(meta, root=folder, local=True)
+        finally:
+            torch.set_num_threads(threads)
+            cv2.setNumThreads(cv_threads)
+
+    times: dict[str, list[float]] = {"default": [], "single": [], "dask": []}
+    for _ in range(repeats):  # interleaved, so a burst of load elsewhere hits every path alike; medians kept
+        one, t = _timed(lambda: default.describe(meta, root=folder, local=True))
+        times["default"].append(t)
+        single_feats, t = _timed(single_threaded)
+        times["single"].append(t)
+        dist, t = _timed(lambda: default.describe(meta, root=folder, local=True, client=client))
+        times["dask"].append(t)
+    t_default, t_single, t_dask = (float(np.median(times[k])) for k in ("default", "single", "dask"))
     diff, same = _same_features(one, dist)
     diff1, same1 = _same_features(one, single_feats)
     n = len(meta)
     return {
-        "images": n,
+        "images": n, "repeats": repeats, "seconds": times,
         "default_img_s": n / t_default, "single_thread_img_s": n / t_single, "dask_local2_img_s": n / t_dask,
         "dask_vs_single_thread": t_single / t_dask, "dask_vs_default": t_default / t_dask,
         "dask_first_call_s_4_images": t_cold,
@@ -115,6 +128,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=64, help="images for the describe throughput")
     ap.add_argument("--individuals", type=int, default=12, help="leopards in the census season")
     ap.add_argument("--sightings", type=int, default=6, help="sightings per leopard in the census season")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved describe runs (medians reported)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
 
@@ -125,14 +139,14 @@ def main() -> None:
         with connect("local:2") as client:
             started = time.perf_counter() - t0
             res = {"cluster_start_s": started,
-                   "describe": bench_describe(Path(tmp) / "describe", args.images, client),
+                   "describe": bench_describe(Path(tmp) / "describe", args.images, client, args.repeats),
                    "census": bench_census(Path(tmp) / "season", args.individuals, args.sightings, client)}
     if args.json:
         print(json.dumps(res, indent=1))
         return
     d, c = res["describe"], res["census"]
     print(f"LocalCluster(2 workers x 1 thread) started in {res['cluster_start_s']:.1f} s")
-    print(f"describe {d['images']} framed images (embed + keypoints):")
+    print(f"describe {d['images']} framed images (embed + keypoints), median of {d['repeats']} interleaved runs:")
     print(f"  default one process   {d['default_img_s']:6.2f} img/s")
     print(f"  single-threaded       {d['single_thread_img_s']:6.2f} img/s")
     print(f"  --dask local:2 (warm) {d['dask_local2_img_s']:6.2f} img/s   x{d['dask_vs_single_thread']:.2f} vs "

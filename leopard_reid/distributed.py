@@ -14,19 +14,30 @@ worker, and the gathered result is identical. An unreadable image is returned as
 
 Without ``client=`` nothing here is used and Dask is never imported.
 
-On paper, 10^6 frames (about 1.2 x 10^6 detections) on W workers: the client reads the MegaDetector JSON and
-the sightings (a few hundred MB of records), then submits ~ 10^6 / chunk tasks (chunk = 256: ~ 4,700 tasks,
-each a list of 256 paths and boxes, ~ 40 kB pickled). A census task returns per detection one row of best
-score and exemplar per known identity (2 x 8 bytes x identities: 160 kB per chunk for 50 individuals) plus,
-for the unmatched ones only, their embedding (5 kB) and keypoints (~ 1,000 x 132 bytes: ~ 130 kB each).
-A describe task (enroll, evaluate) returns everything: ~ 135 kB per image, so 10^6 images would be ~ 135 GB on
-the client; those entry points are meant for galleries and labelled sets (10^3-10^5 images), the census for
-seasons. The gallery file (~ 150 kB per exemplar with keypoints) is read once per worker from the shared
-filesystem, not shipped per task. Per-image cost (~ 0.1-0.3 s of CPU: decode, CNN, ASIFT keypoints, keypoint
-matching) dominates task overhead (~ 1 ms per task on the scheduler) by orders of magnitude, so throughput
-scales with workers until the shared filesystem's read bandwidth (frames of 2-5 MB, ~ 3-5 TB a season) or
-the client's single-threaded parts limit it: clustering the unmatched detections (pairwise P(same) among
-them, quadratic in their number) and writing the review page.
+On paper: a season of 10^6 frames (~1.2 x 10^6 animal detections) on W single-threaded workers.
+
+* Client: reads the MegaDetector JSON and sightings, sorts the detections (a table of ~10^6 rows, a few
+  hundred MB), submits ~4,700 census tasks of 256 detections (fewer, smaller chunks when a season is small:
+  every worker gets at least 4). Each task carries its records (paths, boxes, sides: ~30 kB pickled) and
+  references the gallery by path and checksum; the model and matcher are never shipped.
+* Worker, per task: reads 256 frames from the shared filesystem (2-5 MB each: ~1 GB), decodes, crops, embeds,
+  extracts keypoints (1,000 RootSIFT per crop) and scores them against the gallery, which it read once (~150 kB
+  per exemplar) and fitted once. ~0.25 s of one core per detection for describing plus the keypoint matching:
+  a minute or two per task, against ~1 ms of scheduler overhead per task.
+* Back to the client, per task: the best score and exemplar per known identity (12 bytes x identities: 150 kB
+  for 50 individuals) and, for detections below the new-individual threshold only, their embedding (5 kB) and
+  keypoints (~145 kB): ~10 MB per task when a quarter of the detections are unmatched, ~45 GB in all, kept
+  on the client until the clustering.
+* Stays on the client: bursts, clustering the unmatched detections into new individuals (pairwise P(same)
+  among them: quadratic in their number, and the first limit past ~10^5 unmatched detections), flank links,
+  the review page and every output file.
+* Limits: throughput grows with W until the shared filesystem's read bandwidth (3-5 TB of frames a season:
+  1 GB/s reads it in about an hour, so ~100 workers at ~0.3 s per detection saturate it); before that, at
+  this scale, the client: memory for the unmatched detections' keypoints (above) and its single-threaded
+  clustering of them (pairwise, by burst). Both would need the unmatched detections' features spilled to disk
+  and the clustering itself distributed (not done here). ``enroll`` and ``evaluate``
+  gather every image's features (~150 kB each) on the client: they are meant for galleries and labelled
+  sets (10^3-10^5 images), the census for seasons.
 """
 
 from __future__ import annotations
