@@ -146,13 +146,13 @@ def scheduler(tmp_path):
     port = _free_port()
     dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    logs = [tmp_path.joinpath(name).open("w") for name in ("scheduler.log", "worker.log")]
     procs = [subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0",
-                               "--no-show"], env=env, stdout=subprocess.DEVNULL, stderr=tmp_path.joinpath(
-                                   "scheduler.log").open("w"))]
+                               "--no-show"], env=env, stdout=subprocess.DEVNULL, stderr=logs[0])]
     address = f"tcp://127.0.0.1:{port}"
     procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
                                    "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=tmp_path.joinpath("worker.log").open("w")))
+                                  stdout=subprocess.DEVNULL, stderr=logs[1]))
     try:
         with distributed.Client(address, timeout=60) as c:
             c.wait_for_workers(1, timeout=60)
@@ -165,6 +165,8 @@ def scheduler(tmp_path):
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+        for f in logs:
+            f.close()
 
 
 def test_cli_census_on_a_dask_scheduler(season, scheduler, tmp_path):
@@ -206,3 +208,28 @@ def test_dask_not_imported_without_it():
     run = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
                          capture_output=True, text=True, timeout=120, check=True)
     assert run.stdout.strip() == "[]"
+
+
+def test_match_same_as_one_process(client, embedder, season):
+    from leopard_reid import match
+
+    queries = [season["root"] / p for p in pd.read_csv(season["files"]["sightings"])["path"].iloc[:6]]
+    with pytest.warns(UserWarning, match="skipped 1 of 4"):
+        one = match(queries, season["gallery"], embedder=embedder, on_error="skip", chunk_size=4)
+    with pytest.warns(UserWarning, match="skipped 1 of 4"):
+        dist = match(queries, season["gallery"], embedder=embedder, on_error="skip", chunk_size=4, client=client)
+    cols = ["query", "rank", "identity", "exemplar", "decision", "reason"]
+    pd.testing.assert_frame_equal(dist[cols], one[cols])
+    np.testing.assert_allclose(dist["score"].astype(float), one["score"].astype(float), atol=1e-5)
+    assert [e.path for e in dist.attrs["errors"]] == [str(season["root"] / season["broken"])]
+
+
+def test_cli_enroll_on_local_cluster(season, tmp_path, capsys):
+    from leopard_reid import Gallery, cli
+
+    out = tmp_path / "g.lrg"
+    code = cli.main(["enroll", "--metadata", str(season["files"]["known"]), "--out", str(out), "--dask", "local:2"])
+    assert code == 0, capsys.readouterr().err
+    g, one = Gallery.load(out), season["gallery"]
+    assert list(g.identities) == list(one.identities)
+    np.testing.assert_allclose(g.embeddings, one.embeddings, atol=1e-5)
