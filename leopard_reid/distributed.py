@@ -186,6 +186,15 @@ def _describe_task(spec: dict[str, Any], records: list[Record], local: dict | No
         return emb.describe(records, local=local if local is not None else False, on_error="skip")
 
 
+def _absolute(records: Sequence[Record]) -> list[Record]:
+    """Records whose file paths are absolute (resolved against this process' folder, as a local run reads
+    them): a worker's own working folder must not change which file it reads. Names are kept as given."""
+    from dataclasses import replace
+
+    return [replace(r, source=os.path.abspath(r.source)) if isinstance(r.source, (str, os.PathLike)) else r
+            for r in records]
+
+
 def chunk_size_for(n: int, workers: int, *, most: int = DEFAULT_CHUNK) -> int:
     """Records per task: at most ``most``, and small enough that every worker gets a few tasks."""
     return max(1, min(most, -(-n // max(1, 4 * workers))))
@@ -208,14 +217,20 @@ def _run_chunks(
 
     show = progress if progress is not None else sys.stderr.isatty()
     head, tail = args[0], args[1:]
-    futures = [client.submit(fn, *head, chunk, *tail, pure=False) for chunk in chunks]
+    from distributed import KilledWorker
+
+    futures = [client.submit(fn, *head, _absolute(chunk), *tail, pure=False) for chunk in chunks]
     index = {f.key: i for i, f in enumerate(futures)}
     out: list[Any] = [None] * len(futures)
     bar = tqdm(total=int(sum(sizes)), desc=desc, unit="img", disable=not show)
     try:
         for fut in as_completed(futures):
             i = index[fut.key]
-            res = fut.result()
+            try:
+                res = fut.result()
+            except KilledWorker as err:  # the same chunk took down several workers in turn: not a transient loss
+                raise ClusterError(f"Dask gave up on a chunk of {sizes[i]} image(s): the workers running it died "
+                                   f"each time (out of memory?): {err}") from None
             if on_result is not None:
                 on_result(i, res)
             else:
