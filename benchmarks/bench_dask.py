@@ -47,6 +47,26 @@ def _timed(fn):
     return out, time.perf_counter() - t
 
 
+def _cpu_here() -> float:
+    """CPU seconds of this process and its finished children (DataLoader workers)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _cpu_workers(client) -> float:
+    return float(sum(client.run(time.process_time).values()))
+
+
+def _cpu_timed(fn, client=None):
+    """(result, wall seconds, CPU seconds of this process + of the Dask workers when ``client``)."""
+    c0, w0 = _cpu_here(), _cpu_workers(client) if client is not None else 0.0
+    out, wall = _timed(fn)
+    cpu = _cpu_here() - c0 + (_cpu_workers(client) - w0 if client is not None else 0.0)
+    return out, wall, cpu
+
+
 def bench_describe(folder: Path, n_images: int, client, repeats: int) -> dict:
     """Images/s of the three describe paths on the same frames (median of ``repeats`` interleaved runs)."""
     import cv2
@@ -77,19 +97,25 @@ def bench_describe(folder: Path, n_images: int, client, repeats: int) -> dict:
             cv2.setNumThreads(cv_threads)
 
     times: dict[str, list[float]] = {"default": [], "single": [], "dask": []}
+    cpu: dict[str, list[float]] = {"default": [], "single": [], "dask": []}
     for _ in range(repeats):  # interleaved, so a burst of load elsewhere hits every path alike; medians kept
-        one, t = _timed(lambda: default.describe(meta, root=folder, local=True))
+        one, t, c = _cpu_timed(lambda: default.describe(meta, root=folder, local=True))
         times["default"].append(t)
-        single_feats, t = _timed(single_threaded)
+        cpu["default"].append(c)
+        single_feats, t, c = _cpu_timed(single_threaded)
         times["single"].append(t)
-        dist, t = _timed(lambda: default.describe(meta, root=folder, local=True, client=client))
+        cpu["single"].append(c)
+        dist, t, c = _cpu_timed(lambda: default.describe(meta, root=folder, local=True, client=client), client)
         times["dask"].append(t)
+        cpu["dask"].append(c)
     t_default, t_single, t_dask = (float(np.median(times[k])) for k in ("default", "single", "dask"))
+    cores = {k: float(np.median(np.array(cpu[k]) / np.array(times[k]))) for k in times}
     diff, same = _same_features(one, dist)
     diff1, same1 = _same_features(one, single_feats)
     n = len(meta)
     return {
-        "images": n, "repeats": repeats, "seconds": times,
+        "images": n, "repeats": repeats, "seconds": times, "cpu_seconds": cpu,
+        "cores_used": cores, "cpu_s_per_image": {k: float(np.median(cpu[k])) / n for k in cpu},
         "default_img_s": n / t_default, "single_thread_img_s": n / t_single, "dask_local2_img_s": n / t_dask,
         "dask_vs_single_thread": t_single / t_dask, "dask_vs_default": t_default / t_dask,
         "dask_first_call_s_4_images": t_cold,
@@ -151,6 +177,7 @@ def main() -> None:
     ap.add_argument("--individuals", type=int, default=12, help="leopards in the census season")
     ap.add_argument("--sightings", type=int, default=6, help="sightings per leopard in the census season")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved describe runs (medians reported)")
+    ap.add_argument("--no-census", action="store_true", help="describe throughput only")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
 
@@ -162,7 +189,8 @@ def main() -> None:
             started = time.perf_counter() - t0
             res = {"cluster_start_s": started,
                    "describe": bench_describe(Path(tmp) / "describe", args.images, client, args.repeats),
-                   "census": bench_census(Path(tmp) / "season", args.individuals, args.sightings, client)}
+                   "census": None if args.no_census else bench_census(Path(tmp) / "season", args.individuals,
+                                                                      args.sightings, client)}
     if args.json:
         print(json.dumps(res, indent=1))
         return
@@ -174,8 +202,13 @@ def main() -> None:
     print(f"  --dask local:2 (warm) {d['dask_local2_img_s']:6.2f} img/s   x{d['dask_vs_single_thread']:.2f} vs "
           f"single-threaded, x{d['dask_vs_default']:.2f} vs default (first call, 4 images: "
           f"{d['dask_first_call_s_4_images']:.1f} s)")
+    print("  CPU used (cores = CPU s / wall s; the CPU s per image shows the work itself): " + ", ".join(
+        f"{k} {d['cores_used'][k]:.2f} cores, {d['cpu_s_per_image'][k]:.2f} CPU s/img" for k in d["cores_used"]))
     print(f"  same results: max |embedding diff| {d['max_embedding_diff_dask']:.1e}, keypoints identical: "
           f"{d['keypoints_identical_dask']}")
+    if c is None:
+        print("(a shared 2-core machine: other jobs may have run at the same time)")
+        return
     print(f"census of {c['detections']} detections: one process {c['one_process_s']:.1f} s, local:2 "
           f"{c['dask_local2_s']:.1f} s (x{c['speedup']:.2f}); identical outputs: {c['identical_outputs']}")
     print(f"  of which describe + score (the distributed part): {c['scoring_one_process_s']:.1f} s vs "
