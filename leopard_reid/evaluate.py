@@ -17,20 +17,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .calibration import DEFAULT_CALIBRATION, Calibration, _query_pairs, choose_threshold, fit_fusion
 from .gallery import Gallery
 from .io import read_metadata
-from .match import (
-    DEFAULT_CALIBRATION,
-    DEFAULT_METHOD,
-    Calibration,
-    Matcher,
-    Method,
-    PairScores,
-    _best_threshold,
-    _check_method,
-    _query_pairs,
-    fit_fusion,
-)
+from .match import DEFAULT_METHOD, Matcher, Method, PairScores, _check_method
 
 if TYPE_CHECKING:
     from .embed import Embedder, Features
@@ -401,7 +391,7 @@ def evaluate_open_set(
     auroc = float(roc_auc_score(is_known, top)) if is_known.any() and (~is_known).any() else float("nan")
     thr = threshold if threshold is not None else matcher.threshold(None)
     if thr is None:  # no calibrated threshold for this method: the balanced-error one (calibrate's rule)
-        thr = _best_threshold(top[is_known], top[~is_known], default=0.0)
+        thr = choose_threshold(top[is_known], top[~is_known], default=0.0).threshold
     return OpenSetEvaluation(
         method=method,
         split=split,
