@@ -173,3 +173,41 @@ def weights_sha256(model: torch.nn.Module) -> str:
         h.update(key.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def weights_on_disk(name: str) -> tuple[bool, str]:
+    """Whether ``name``'s pretrained weights can be loaded without a network, and how to get them if not.
+
+    Embedded backbones always can; other timm models can when their weights are in the Hugging Face or
+    torch hub cache. Checked before any model is created, so a missing download fails at once, offline,
+    instead of after minutes of hub retries.
+    """
+    if name in EMBEDDED_BACKBONES:
+        return True, ""
+    import timm
+
+    how = (f"download them once on a machine with internet: python -c \"import timm; timm.create_model('{name}', "
+           "pretrained=True)\" (they are cached under ~/.cache), or give the fine-tuned --checkpoint")
+    try:
+        cfg = timm.models.get_pretrained_cfg(name.split(":", 1)[-1] if name.startswith("hf-hub:") else name)
+    except Exception:  # noqa: BLE001 - timm raises several kinds for an unknown name
+        cfg = None
+    hub_id = name.split(":", 1)[1] if name.startswith("hf-hub:") else getattr(cfg, "hf_hub_id", None)
+    if cfg is None and not name.startswith("hf-hub:"):
+        return False, f"timm has no model named {name!r}"
+    if hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            for fname in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+                if isinstance(try_to_load_from_cache(hub_id.split("@")[0], fname), str):
+                    return True, ""
+        except ImportError:
+            pass
+    url = getattr(cfg, "url", None)
+    if url:
+        import torch
+
+        if (Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name).exists():
+            return True, ""
+    return False, f"its pretrained weights are not on this machine; {how}"

@@ -88,6 +88,7 @@ class CensusResult:
     errors: list[ImageError] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         c = ", ".join(f"{k}={v}" for k, v in self.counts.items())
@@ -134,6 +135,8 @@ def read_detections(
             data = json.loads(Path(detections).read_text())
         except FileNotFoundError:
             raise CensusError(f"{detections}: file not found") from None
+        except IsADirectoryError:
+            raise CensusError(f"{detections}: is a folder, not a MegaDetector JSON file") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise CensusError(f"{detections}: not a JSON file ({err})") from None
     else:
@@ -190,7 +193,16 @@ def read_detections(
     return out, errors, counts
 
 
-def _parse_datetime(value: Any) -> datetime | None:
+DATE_ORDERS = ("dmy", "mdy")
+_SLASHED = re.compile(r"\s*(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?\s*")
+
+
+def _parse_datetime(value: Any, date_order: str | None = None) -> datetime | None:
+    """A date-time from EXIF (``2024:03:05 10:00:00``), ISO 8601, or a day/month table date.
+
+    A date written ``a/b/yyyy`` is read as ``date_order`` says (``dmy`` or ``mdy``); without it only an
+    unambiguous one is read (a part over 12 is the day), and ``05/03/2024`` raises :class:`CensusError`:
+    a US table read day-first would shift every occasion without a word. None for an empty value."""
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -198,7 +210,27 @@ def _parse_datetime(value: Any) -> datetime | None:
     text = str(value).strip().rstrip("\x00")
     if not text or text.lower() in {"nan", "none", "nat"}:
         return None
-    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M"):
+    m = _SLASHED.fullmatch(text)
+    if m:
+        a, b, year = int(m.group(1)), int(m.group(2)), int(m.group(3))
+        order = date_order
+        if order is None:
+            if a > 12 >= b:
+                order = "dmy"
+            elif b > 12 >= a:
+                order = "mdy"
+            elif a != b:
+                raise CensusError(f"date {text!r} is ambiguous (day/month or month/day?): give the date order "
+                                  "(date_order='dmy' or 'mdy'; --date-order on the command line)")
+            else:
+                order = "dmy"
+        day, month = (a, b) if order == "dmy" else (b, a)
+        hh, mm, ss = (int(g) if g else 0 for g in m.group(4, 5, 6))
+        try:
+            return datetime(year, month, day, hh, mm, ss)
+        except ValueError:
+            return None
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S"):
         try:
             return datetime.strptime(text, fmt)
         except ValueError:
@@ -270,22 +302,45 @@ def _table(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _read_sightings(sightings: str | os.PathLike | pd.DataFrame | None) -> dict[str, dict[str, Any]]:
+def _read_sightings(
+    sightings: str | os.PathLike | pd.DataFrame | None, date_order: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """path -> camera, datetime, side; every row checked (sides by the one side parser, dates by
+    ``date_order``), problems listed together with their line numbers."""
+    import pandas as pd
+
+    from .io import parse_side
+
     if sightings is None:
         return {}
     df = _table(sightings)
+    name = str(sightings) if not isinstance(sightings, pd.DataFrame) else "sightings table"
     if "path" not in df.columns:
-        raise CensusError(f"sightings table needs a 'path' column (path,camera,datetime[,side]); found {list(df)}")
+        raise CensusError(f"{name}: needs a 'path' column (path,camera,datetime[,side]); found {list(df)}")
     out: dict[str, dict[str, Any]] = {}
-    for row in df.to_dict("records"):
-        side = str(row.get("side", "") or "").strip().lower()
-        side = {"l": "left", "r": "right"}.get(side, side)
-        out[_norm_path(row["path"])] = {
-            "camera": str(row.get("camera", "") or "").strip() or None,
-            "datetime": _parse_datetime(row.get("datetime")),
-            "side": side if side in ("left", "right") else "unknown",
-        }
+    problems: list[str] = []
+    for k, row in enumerate(df.to_dict("records")):
+        where = f"line {k + 2}"
+        try:
+            side = parse_side(row.get("side"))
+            when = _parse_datetime(row.get("datetime"), date_order)
+        except (ValueError, CensusError) as err:
+            problems.append(f"{where}: {err}")
+            continue
+        if when is None and _cell(row.get("datetime")):
+            problems.append(f"{where}: datetime {row.get('datetime')!r} is not a date")
+            continue
+        out[_norm_path(row["path"])] = {"camera": _cell(row.get("camera")) or None, "datetime": when, "side": side}
+    if problems:
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise CensusError(f"{name}: " + "; ".join(problems[:10]) + more)
     return out
+
+
+def _cell(value: Any) -> str:
+    from .io import _cell as cell
+
+    return cell(value)
 
 
 def _read_cameras(cameras: str | os.PathLike | pd.DataFrame | None) -> pd.DataFrame | None:
@@ -295,7 +350,9 @@ def _read_cameras(cameras: str | os.PathLike | pd.DataFrame | None) -> pd.DataFr
     missing = [c for c in ("camera", "x", "y") if c not in df.columns]
     if missing:
         raise CensusError(f"cameras table needs camera,x,y[,usage]; missing {', '.join(missing)}")
-    df["camera"] = df["camera"].astype(str).str.strip()
+    df["camera"] = [_cell(c) for c in df["camera"]]
+    if any(not c for c in df["camera"]):
+        raise CensusError("cameras table: a row has no camera name")
     try:
         df["x"] = df["x"].astype(float)
         df["y"] = df["y"].astype(float)
@@ -304,10 +361,15 @@ def _read_cameras(cameras: str | os.PathLike | pd.DataFrame | None) -> pd.DataFr
     if df["camera"].duplicated().any():
         raise CensusError(f"cameras table: duplicate camera(s) {sorted(set(df['camera'][df['camera'].duplicated()]))}")
     if "usage" in df.columns:
-        df["usage"] = [re.sub(r"[\s,]", "", str(u)) for u in df["usage"]]
+        df["usage"] = [re.sub(r"[\s,]", "", _cell(u)) for u in df["usage"]]
         bad = [c for c, u in zip(df["camera"], df["usage"]) if u and not re.fullmatch(r"[01]+", u)]
         if bad:
             raise CensusError(f"cameras table: usage must be a string of 0/1 per occasion (cameras {bad})")
+        lengths = sorted({len(u) for u in df["usage"] if u})
+        if len(lengths) > 1:  # checked before any detection is scored, not after
+            raise CensusError(f"cameras table: usage strings of different lengths {lengths} (one 0/1 per occasion)")
+    if "station" in df.columns:  # a blank station is the camera's own, never a shared "nan" or ""
+        df["station"] = [_cell(st) or cam for st, cam in zip(df["station"], df["camera"])]
     return df.reset_index(drop=True)
 
 
@@ -446,6 +508,7 @@ def run_census(
     append_to: str | os.PathLike | None = None,
     utc_offset: str = "+00:00",
     species: str = "Panthera pardus",
+    date_order: str | None = None,
 ) -> CensusResult:
     """Identify the animal detections of a camera-trap season and write the census outputs into ``out``.
 
@@ -458,7 +521,10 @@ def run_census(
     ``decision`` (``known``, ``new`` or ``uncertain``). Unmatched bursts are clustered into provisional new
     individuals by agglomerative clustering of their P(same) with ``linkage`` (``average``: single linkage
     chains distinct animals together once a season has many detections), cut at the new-individual
-    threshold. See the module docstring for the files written.
+    threshold. ``date_order`` (``dmy`` or ``mdy``) says how ``a/b/yyyy`` dates of the sightings table read;
+    without it an ambiguous one is refused. Every input (detections, tables, thresholds, dates) is checked
+    before any detection is scored. An existing ``decisions.csv`` (a reviewer may have edited it) is never
+    overwritten: the new one is written beside it. See the module docstring for the files written.
 
     ``exports``: capture-history formats to write (``secr``, ``oscr``, ``camtrapr``, ``camtrapdp`` or ``all``; see
     :mod:`leopard_reid.exports`) for ``session``; ``camera_operation``: a camtrapR-style camera-operation table
@@ -480,7 +546,11 @@ def run_census(
 
     t0 = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise CensusError(f"{out}: exists and is not a folder")
+    if date_order is not None and date_order not in DATE_ORDERS:
+        raise CensusError(f"date_order must be one of {', '.join(DATE_ORDERS)}, not {date_order!r}")
+    _check_threshold(method, new_threshold)
     if isinstance(gallery, (str, os.PathLike)):
         gallery_path: Path | None = Path(gallery)
         gallery = Gallery.load(gallery)
@@ -492,7 +562,7 @@ def run_census(
         root = Path(detections).resolve().parent
     base = Path(root) if root is not None else Path.cwd()
     dets, errors, counts = read_detections(detections, min_conf=min_conf)
-    sight = _read_sightings(sightings)
+    sight = _read_sightings(sightings, date_order)
     cams = _read_cameras(cameras)
     formats = exp.parse_formats(exports)
     cameras_name = str(cameras) if isinstance(cameras, (str, os.PathLike)) else "cameras table"
@@ -500,37 +570,18 @@ def run_census(
                      gallery=str(gallery_path or "gallery"))
     covariates = exp.individual_covariates(gallery.metadata, source=str(gallery_path or "gallery metadata"))
     operation = exp.read_camera_operation(camera_operation) if camera_operation is not None else None
+    if isinstance(season_start, str):  # read with the table's date order; refused now, not after scoring
+        season_start = _parse_datetime(season_start, date_order) or season_start
+    if season_start is not None:
+        _season_start(season_start, [])
+    out.mkdir(parents=True, exist_ok=True)
+    notes_run: list[str] = []
     station = {}
     if cams is not None and "station" in cams.columns:
-        station = {c: str(s) or c for c, s in zip(cams["camera"], cams["station"])}
+        station = dict(zip(cams["camera"], cams["station"]))
 
     # --- image sizes (header only), boxes in pixels, sighting metadata ------------------------------
-    info: dict[str, Any] = {}
-    rows = []
-    for d in dets:
-        path = d["path"]
-        src = Path(path) if Path(path).is_absolute() else base / _norm_path(path)
-        if path not in info:
-            try:
-                info[path] = _image_info(src)
-            except (OSError, ValueError) as err:
-                info[path] = err
-                errors.append(_err(path, str(err) or type(err).__name__))
-        got = info[path]
-        if isinstance(got, Exception):
-            continue
-        size, exif_dt = got
-        box = _pixel_box(d["box"], d["box_format"], size)
-        if box is None:
-            reason = f"detection {d['det']}: bbox {d['box']} lies outside the {size[0]}x{size[1]} image"
-            errors.append(_err(path, reason))
-            continue
-        s = sight.get(_norm_path(path)) or sight.get(str(src.resolve())) or {}
-        camera = s.get("camera") or (Path(_norm_path(path)).parent.name or None)
-        rows.append({
-            "path": path, "source": str(src), "det": d["det"], "conf": d["conf"], "bbox": box,
-            "camera": camera, "dt": s.get("datetime") or exif_dt, "side": s.get("side", "unknown"),
-        })
+    rows = _detection_rows(dets, base, sight, errors, notes_run)
     meta = pd.DataFrame(rows, columns=["path", "source", "det", "conf", "bbox", "camera", "dt", "side"])
     meta["dt"] = pd.Series([r["dt"] for r in rows], dtype=object)  # datetime or None, never NaT
     if len(meta):
@@ -561,9 +612,14 @@ def run_census(
     kept_emb: dict[int, np.ndarray] = {}
     kept_local: dict[int, Any] = {}
     show = progress if progress is not None else _tty()
+    lines = progress is None and not show  # pipelines and logs: a plain line per chunk instead of a bar
     bar = tqdm(total=n, desc="census", unit="det", disable=not show)
-    for start in range(0, n, chunk_size):
-        part = meta.iloc[start : start + chunk_size]
+    # on a terminal the bar moves per detection (keypoint extraction, per crop anyway, dominates the cost)
+    step = 1 if show else chunk_size
+    for start in range(0, n, step):
+        if lines and start:
+            _say(f"census: {start}/{n} detections scored ({time.perf_counter() - t0:.0f} s)")
+        part = meta.iloc[start : start + step]
         recs = [Record(name=p, source=Path(s), bbox=tuple(b), side=sd)
                 for p, s, b, sd in zip(part["path"], part["source"], part["bbox"], part["side"])]
         with warnings.catch_warnings():
@@ -686,8 +742,12 @@ def run_census(
     files = {"matches": out / "matches.csv", "decisions": out / "decisions.csv", "errors": out / "errors.csv",
              "review": out / "review.html"}
     ok.to_csv(files["matches"], index=False)
-    _write_decisions(ok, files["decisions"])
-    _write_errors(errors, files["errors"])
+    files["decisions"] = _write_decisions(ok, files["decisions"], notes_run)
+    from .io import write_errors
+
+    write_errors(errors, out, command="census")
+    _write_run_info(out / "census.json", detections=detections, root=base, gallery_path=gallery_path,
+                    method=method, date_order=date_order)
     written, notes = exp.write_exports(
         ok, out, formats=formats, cameras=cams, operation=operation, session=session, season_start=start_day,
         occasion_days=occasion_days, covariates=covariates, append_to=append_to, root=base, utc_offset=utc_offset,
@@ -710,7 +770,106 @@ def run_census(
         "new_individuals": len(new_names), "errors": len(errors),
     })
     return CensusResult(detections=ok, out=out, files=files, errors=errors, counts=counts,
-                        seconds=time.perf_counter() - t0)
+                        seconds=time.perf_counter() - t0, notes=notes_run)
+
+
+def _detection_rows(
+    dets: Sequence[Mapping[str, Any]], base: Path, sight: Mapping[str, Any], errors: list[Any], notes: list[str]
+) -> list[dict[str, Any]]:
+    """One row per usable detection: its image's size from the header, the box in pixels, and the sighting's
+    camera, date and side (else EXIF date and folder name, which ``notes`` then reports). Unreadable images
+    and boxes off the image go to ``errors``; when no image at all could be read, :class:`CensusError`
+    says where the census looked."""
+    info: dict[str, Any] = {}
+    rows = []
+    used_sightings: set[str] = set()
+    without_sighting: set[str] = set()
+    for d in dets:
+        path = d["path"]
+        src = Path(path) if Path(path).is_absolute() else base / _norm_path(path)
+        if path not in info:
+            try:
+                info[path] = _image_info(src)
+            except (OSError, ValueError) as err:
+                info[path] = err
+                errors.append(_err(path, str(err) or type(err).__name__))
+        got = info[path]
+        if isinstance(got, Exception):
+            continue
+        size, exif_dt = got
+        box = _pixel_box(d["box"], d["box_format"], size)
+        if box is None:
+            reason = f"detection {d['det']}: bbox {d['box']} lies outside the {size[0]}x{size[1]} image"
+            errors.append(_err(path, reason))
+            continue
+        s = sight.get(_norm_path(path)) or sight.get(str(src.resolve())) or {}
+        if s:
+            used_sightings.add(_norm_path(path) if _norm_path(path) in sight else str(src.resolve()))
+        elif sight:
+            without_sighting.add(path)
+        camera = s.get("camera") or (Path(_norm_path(path)).parent.name or None)
+        rows.append({
+            "path": path, "source": str(src), "det": d["det"], "conf": d["conf"], "bbox": box,
+            "camera": camera, "dt": s.get("datetime") or exif_dt, "side": s.get("side", "unknown"),
+        })
+    notes += _sighting_notes(sight, used_sightings, without_sighting)
+    if dets and not rows:
+        raise CensusError(_nothing_read(dets, base, errors))
+    return rows
+
+
+#: The score range of each method, for checking a threshold before anything is scored.
+_SCALES = {"fused": (0.0, 1.0), "global": (-1.0, 1.0), "local": (0.0, math.inf)}
+
+
+def _check_threshold(method: str, threshold: float | None) -> None:
+    if method not in _SCALES:
+        raise CensusError(f"unknown method {method!r}; choose one of {', '.join(_SCALES)}")
+    if threshold is None:
+        return
+    lo, hi = _SCALES[method]
+    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and lo <= threshold <= hi):
+        scale = {"fused": "a probability P(same) between 0 and 1", "global": "a cosine between -1 and 1",
+                 "local": "a keypoint score >= 0"}[method]
+        raise CensusError(f"new_threshold {threshold!r} is off the {method} method's scale ({scale})")
+
+
+def _sighting_notes(sight: Mapping[str, Any], used: set[str], without: set[str]) -> list[str]:
+    """Say which sightings rows matched no detection and which detections fell back to EXIF date and folder."""
+    notes = []
+    unused = sorted(set(sight) - used)
+    if unused:
+        notes.append(f"{len(unused)} sightings row(s) match no detection (paths as in the detections file?): "
+                     + ", ".join(unused[:5]) + (" ..." if len(unused) > 5 else ""))
+    if without:
+        listed = sorted(without)
+        notes.append(f"{len(listed)} image(s) have no sightings row: their date is the EXIF date and their camera "
+                     "the folder name: " + ", ".join(listed[:5]) + (" ..." if len(listed) > 5 else ""))
+    return notes
+
+
+def _nothing_read(dets: Sequence[Mapping[str, Any]], base: Path, errors: Sequence[Any]) -> str:
+    first = str(dets[0]["path"])
+    reason = getattr(errors[-1], "reason", "") if errors else ""
+    return (f"none of the {len({d['path'] for d in dets})} image(s) of the detections could be read: looked in "
+            f"{base} (e.g. {base / _norm_path(first)}: {reason or 'unreadable'}); give the folder the "
+            "detections' paths are relative to with --root")
+
+
+def _write_run_info(path: Path, **info: Any) -> None:
+    """``census.json``: where this census found its images, so ``apply-review`` finds them too."""
+    gp = info.pop("gallery_path")
+    det = info.pop("detections")
+    data = {"root": str(Path(info.pop("root")).resolve()),
+            "detections": str(Path(det).resolve()) if isinstance(det, (str, os.PathLike)) else None,
+            "gallery": str(gp.resolve()) if gp is not None else None, **info}
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _say(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
 
 
 def _review_summary(table: pd.DataFrame, threshold: float, band: tuple[float, float], errors: Sequence[Any]) -> str:
@@ -781,42 +940,66 @@ def _cluster_new(
         f = Features(names=[str(dets[i]) for i in idx], embeddings=e[idx], local=[loc[i] for i in idx] if loc else None,
                      valid=np.ones(len(idx), bool), sides=[sides[i] for i in idx])
         final = m.scores(f, exclude=idx).final
-        sim[idx] = np.where(np.isfinite(final), final, 0.0)
+        sim[idx] = np.where(np.isfinite(final), final, -np.inf)
         bar.update(len(idx))
     bar.close()
-    np.fill_diagonal(sim, 1.0)
+    np.fill_diagonal(sim, np.inf)
     sim = np.maximum(sim, sim.T)
     # burst-level similarity: the best pair of their detections (dets are listed burst by burst)
     starts = np.flatnonzero(np.r_[True, np.diff(owner) != 0])
     gsim = np.maximum.reduceat(np.maximum.reduceat(sim, starts, axis=0), starts, axis=1)
-    np.fill_diagonal(gsim, 1.0)
-    dist = 1.0 - np.clip(gsim, 0.0, 1.0)
+    np.fill_diagonal(gsim, np.inf)
     labels = AgglomerativeClustering(
-        n_clusters=None, metric="precomputed", linkage=linkage, distance_threshold=1.0 - thr
-    ).fit_predict(dist)
+        n_clusters=None, metric="precomputed", linkage=linkage,
+        distance_threshold=float(_distance(np.array([thr]), matcher.method)[0]),
+    ).fit_predict(_distance(gsim, matcher.method))
     return {g: int(lab) for g, lab in zip(unmatched, labels)}
 
 
+def _distance(score: np.ndarray, method: str) -> np.ndarray:
+    """A non-negative distance that falls as the method's score rises, on every method's scale (fused P in
+    [0, 1], cosine in [-1, 1], keypoint score >= 0); -inf (not comparable) is the farthest, +inf is 0.
+    ``1 - threshold`` would be negative for a keypoint-score threshold (and crash the clustering)."""
+    import numpy as np
+
+    if method == "local":
+        return 1.0 / (1.0 + np.clip(np.nan_to_num(score, nan=0.0, posinf=np.inf, neginf=0.0), 0.0, np.inf))
+    lo = -1.0 if method == "global" else 0.0
+    return 1.0 - np.clip(np.nan_to_num(score, nan=lo, posinf=1.0, neginf=lo), lo, 1.0)
+
+
 # ---------------------------------------------------------------------------------------------- writers
-def _write_errors(errors: Sequence[Any], path: Path) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "reason"])
-        for e in errors:
-            w.writerow([getattr(e, "path", ""), getattr(e, "reason", str(e))])
 
 
 def _default_decision(decision: str) -> str:
     return "confirm" if decision == "known" else ""
 
 
-def _write_decisions(table: pd.DataFrame, path: Path) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow([*DECISION_COLUMNS, "side", "camera", "datetime"])
-        for r in table.itertuples(index=False):
-            w.writerow([r.path, r.bbox, r.identity, _default_decision(r.decision), r.identity, r.side,
-                        r.camera or "", r.datetime])
+def _write_decisions(table: pd.DataFrame, path: Path, notes: list[str]) -> Path:
+    """Write the decisions template; an existing ``decisions.csv`` (perhaps edited by a reviewer) is kept and the
+    new one goes beside it as ``decisions-<date-time>.csv``. Returns the path written."""
+    import io
+
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow([*DECISION_COLUMNS, "side", "camera", "datetime"])
+    for r in table.itertuples(index=False):
+        w.writerow([r.path, r.bbox, r.identity, _default_decision(r.decision), r.identity, r.side,
+                    r.camera or "", r.datetime])
+    text = buf.getvalue()
+    if path.exists():
+        if path.read_text(encoding="utf-8", errors="replace") == text:
+            return path
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        new = path.with_name(f"{path.stem}-{stamp}{path.suffix}")
+        k = 1
+        while new.exists():
+            new, k = path.with_name(f"{path.stem}-{stamp}-{k}{path.suffix}"), k + 1
+        notes.append(f"{path} exists and may hold a reviewer's edits: kept; this run's decisions are in {new.name}")
+        path = new
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------- review
@@ -840,14 +1023,14 @@ def apply_review(
 
     from .embed import Embedder
     from .gallery import Gallery
-    from .io import ImageError, Record, parse_bbox
+    from .io import ImageError, Record, parse_bbox, parse_side
 
     df = _table(decisions)
     if isinstance(decisions, pd.DataFrame):
         df = df.astype(str)  # text, as read from a CSV
         name, base = "decisions", Path(root) if root is not None else Path.cwd()
     else:
-        name, base = str(decisions), Path(root) if root is not None else Path(decisions).resolve().parent
+        name, base = str(decisions), Path(root) if root is not None else _recorded_root(Path(decisions))
     missing = [c for c in DECISION_COLUMNS if c not in df.columns]
     if missing:
         raise CensusError(f"{name}: needs the columns {', '.join(DECISION_COLUMNS)}; missing {', '.join(missing)}")
@@ -884,9 +1067,12 @@ def apply_review(
         if ident.startswith(NEW_PREFIX) and ident == proposed and ident in before:
             problems.append(f"line {line}: {ident} already names a gallery individual; give the new one another name")
             continue
-        side = str(r.get("side", "") or "").strip().lower()
-        take.append({"path": str(r["path"]), "bbox": box, "identity": ident,
-                     "side": side if side in ("left", "right") else "unknown",
+        try:
+            side = parse_side(r.get("side"))
+        except ValueError as err:
+            problems.append(f"line {line}: {err}")
+            continue
+        take.append({"path": str(r["path"]), "bbox": box, "identity": ident, "side": side,
                      "camera": str(r.get("camera", "") or "") or None,
                      "datetime": str(r.get("datetime", "") or "") or None})
     if problems:
@@ -917,32 +1103,55 @@ def apply_review(
     return summary
 
 
+def _recorded_root(decisions: Path) -> Path:
+    """The image root the census recorded in ``census.json`` beside ``decisions`` (else the CSV's folder)."""
+    folder = decisions.resolve().parent
+    try:
+        root = json.loads((folder / "census.json").read_text()).get("root")
+    except (OSError, ValueError, AttributeError):
+        root = None
+    return Path(root) if root else folder
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 def register_cli(sub: Any) -> None:
     """Add ``census`` (and ``census apply-review``) to the ``leopard-reid`` sub-parsers."""
+    from .cli import _Formatter, file_path, folder_path, fraction, non_negative_float, positive_float, positive_int
+
     p = sub.add_parser(
         "census",
         help="identify a season's MegaDetector detections; write matches, capture histories and a review page",
         description="Run a census: leopard-reid census --detections MD.json --gallery G --out DIR ... ; "
-        "then apply the reviewed decisions: leopard-reid census apply-review decisions.csv --gallery G",
+        "then apply the reviewed decisions: leopard-reid census apply-review DIR/decisions.csv --gallery G",
+        formatter_class=_Formatter,
     )
-    p.add_argument("--detections", help="MegaDetector output JSON (batch format or the older list layout)")
-    p.add_argument("--root", default=None, help="folder the JSON's relative paths are relative to "
-                   "(default: the JSON's folder)")
-    p.add_argument("--gallery", help="gallery of known individuals")
-    p.add_argument("--sightings", default=None, help="CSV path,camera,datetime[,side] (default: EXIF date, "
-                   "parent folder as camera)")
-    p.add_argument("--cameras", default=None, help="CSV camera,x,y[,usage][,station] for traps.txt")
-    p.add_argument("--out", help="output folder")
-    p.add_argument("--min-conf", type=float, default=0.2)
-    p.add_argument("--occasion-days", type=float, default=1)
-    p.add_argument("--burst-seconds", type=float, default=60)
-    p.add_argument("--pair-seconds", type=float, default=10, help="simultaneity window for flank links")
+    p.add_argument("--detections", type=file_path,
+                   help="MegaDetector output JSON (batch format or the older list layout)")
+    p.add_argument("--root", default=None, type=folder_path, help="folder the JSON's relative paths are relative "
+                   "to (default: the JSON's folder)")
+    p.add_argument("--gallery", type=file_path, help="gallery of known individuals")
+    p.add_argument("--sightings", default=None, type=file_path, help="CSV path,camera,datetime[,side] "
+                   "(default: EXIF date, parent folder as camera)")
+    p.add_argument("--cameras", default=None, type=file_path, help="CSV camera,x,y[,usage][,station] for traps.txt")
+    p.add_argument("--out", type=folder_path, help="output folder")
+    p.add_argument("--min-conf", type=fraction, default=0.2, help="MegaDetector confidence below which a "
+                   "detection is dropped")
+    p.add_argument("--occasion-days", type=positive_float, default=1, help="length of a sampling occasion")
+    p.add_argument("--burst-seconds", type=non_negative_float, default=60,
+                   help="detections of one camera and flank this close in time are one visit")
+    p.add_argument("--pair-seconds", type=non_negative_float, default=10,
+                   help="simultaneity window for flank links")
     p.add_argument("--linkage", choices=("average", "single", "complete"), default="average",
                    help="how unmatched detections are clustered into provisional new individuals")
     p.add_argument("--season-start", default=None, help="first day of occasion 1 (default: first detection's)")
-    p.add_argument("--method", choices=("global", "local", "fused"), default="fused")
-    p.add_argument("--new-threshold", type=float, default=None)
+    p.add_argument("--date-order", choices=DATE_ORDERS, default=None,
+                   help="how the sightings' a/b/yyyy dates read: dmy (day first) or mdy (US); required when "
+                   "a date is ambiguous")
+    p.add_argument("--method", choices=("global", "local", "fused"), default="fused", help="how photos are compared")
+    p.add_argument("--new-threshold", type=float, default=None,
+                   help="score below which a detection is new (default: the gallery's calibration)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images embedded at once")
+    p.add_argument("--device", default=None, help="cpu, cuda... (default: CUDA when available)")
     p.add_argument("--review-images", type=int, default=None,
                    help="rows of review.html with pictures (default: all; the others are still reviewable)")
     p.add_argument("--export", default="secr", help="capture-history formats, comma-separated: secr, oscr, "
@@ -956,34 +1165,36 @@ def register_cli(sub: Any) -> None:
                    "timestamps (default: %(default)s)")
     p.add_argument("--species", default="Panthera pardus", help="scientific name for camtrapR and Camtrap DP "
                    "(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default=None)
     p.add_argument("--checkpoint", default=None, help="the fine-tuned checkpoint the gallery was built with")
     p.set_defaults(func=_cmd_census)
     inner = p.add_subparsers(dest="census_command", metavar="apply-review", required=False)
-    a = inner.add_parser("apply-review", help="add the confirmed identities of decisions.csv to the gallery")
-    a.add_argument("decisions", help="the edited decisions.csv")
-    a.add_argument("--gallery", dest="review_gallery", required=True)
-    a.add_argument("--root", dest="review_root", default=None,
-                   help="folder the detections' paths are relative to (default: the CSV's folder)")
+    a = inner.add_parser("apply-review", help="add the confirmed identities of decisions.csv to the gallery",
+                         formatter_class=_Formatter)
+    a.add_argument("decisions", type=file_path, help="the edited decisions.csv")
+    a.add_argument("--gallery", dest="review_gallery", required=True, type=file_path, help="gallery file")
+    a.add_argument("--root", dest="review_root", default=None, type=folder_path,
+                   help="folder the detections' paths are relative to (default: the root the census recorded "
+                   "in census.json beside the CSV, else the CSV's folder)")
     a.add_argument("--checkpoint", dest="review_checkpoint", default=None,
                    help="the fine-tuned checkpoint the gallery was built with")
     a.set_defaults(func=_cmd_apply_review)
 
 
 def _cmd_census(args: Any) -> int:
-    from .cli import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE
+    import sys
+
+    from .cli import EXIT_FAIL, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, check_backbone
     from .embed import Embedder
     from .gallery import Gallery
 
     missing = [f"--{k}" for k in ("detections", "gallery", "out") if not getattr(args, k)]
     if missing:
-        import sys
-
         print(f"leopard-reid census: missing {', '.join(missing)} (or use: census apply-review DECISIONS "
               "--gallery G)", file=sys.stderr)
         return EXIT_USAGE
     gallery = Gallery.load(args.gallery)
+    if not args.checkpoint:
+        check_backbone(gallery.backbone or "efficientnet_lite0", gallery=args.gallery)
     embedder = Embedder(gallery.backbone or "efficientnet_lite0", checkpoint=args.checkpoint, device=args.device,
                         batch_size=args.batch_size, progress=False)
     res = run_census(
@@ -993,16 +1204,33 @@ def _cmd_census(args: Any) -> int:
         season_start=args.season_start, review_images=args.review_images, linkage=args.linkage,
         exports=args.export, session=args.session, append_to=args.append_to, camera_operation=args.camera_operation,
         utc_offset=args.utc_offset, species=args.species,
+        date_order=args.date_order,
     )
     c = res.counts
+    for note in res.notes:
+        print(f"leopard-reid census: note: {note}", file=sys.stderr)
     print(f"{args.out}: {c['detections']} detections ({c['known']} known, {c['new']} new, {c['uncertain']} "
           f"uncertain), {c['new_individuals']} provisional new individual(s); open review.html")
+    empty = _empty_capthist(res.files["capthist"])
+    if empty:
+        print(f"leopard-reid census: error: {res.files['capthist']} has no capture: {empty}", file=sys.stderr)
+        return EXIT_FAIL
     if res.errors:
-        import sys
+        from .cli import report_skipped
 
+        report_skipped(res.errors)
         print(f"skipped {len(res.errors)} input(s); see {res.files['errors']}", file=sys.stderr)
         return EXIT_SKIPPED
     return EXIT_OK
+
+
+def _empty_capthist(path: Path) -> str:
+    """Why a written capture-history file holds no capture line ("" when it has some)."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    if any(x.strip() and not x.startswith("#") for x in lines):
+        return ""
+    notes = [x.split("note: ", 1)[1] for x in lines if x.startswith("#") and "note: " in x]
+    return "; ".join(notes) or "no detection has a date, a camera and a decided identity"
 
 
 def _cmd_apply_review(args: Any) -> int:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,16 +24,79 @@ class CommandError(Exception):
     """A failure to report in one line, exit code 1."""
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows every option's default (``--help``)."""
+
+
+# ---------------------------------------------------------------------- option types (checked at parse time)
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value:g}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {value:g}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = _float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value:g}")
+    return value
+
+
+def _float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def file_path(text: str) -> str:
+    """A path that is not a folder (a missing file is reported by the command, with its name)."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give the file")
+    return text
+
+
+def folder_path(text: str) -> str:
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; give a folder")
+    return text
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default=None, help="timm model name (default: the gallery's, else efficientnet_lite0)")
     p.add_argument("--checkpoint", default=None, help="fine-tuned checkpoint: training folder or .safetensors file")
     p.add_argument("--device", default=None, help="cpu, cuda... (default: CUDA when available)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images embedded at once")
 
 
 def _add_input_args(p: argparse.ArgumentParser, *, required: bool) -> None:
-    p.add_argument("--metadata", required=required, help="CSV with path[,identity,bbox,side,datetime,camera]")
-    p.add_argument("--root", default=None, help="folder the CSV's paths are relative to (default: the CSV's folder)")
+    p.add_argument("--metadata", required=required, type=file_path,
+                   help="CSV with path[,identity,bbox,side,datetime,camera]")
+    p.add_argument("--root", default=None, type=folder_path,
+                   help="folder the CSV's paths are relative to (default: the CSV's folder)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,69 +104,78 @@ def build_parser() -> argparse.ArgumentParser:
         prog="leopard-reid",
         description="Identify individual leopards from rosette patterns: enroll known animals, match new photos, "
         "evaluate, run a census.",
+        formatter_class=_Formatter,
     )
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"leopard-reid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("enroll", help="build (or extend) a gallery of known individuals from a labelled CSV")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=_Formatter)
+
+    p = command("enroll", "build (or extend) a gallery of known individuals from a labelled CSV")
     _add_input_args(p, required=True)
-    p.add_argument("--out", required=True, help="gallery file to create or extend")
+    p.add_argument("--out", required=True, type=file_path, help="gallery file to create or extend")
     p.add_argument("--no-local", action="store_true", help="skip keypoint features (global matching only)")
     _add_model_args(p)
     p.set_defaults(func=cmd_enroll)
 
-    p = sub.add_parser("match", help="match photos against a gallery")
+    p = command("match", "match photos against a gallery")
     p.add_argument("images", nargs="*", help="image files (or use --metadata)")
     _add_input_args(p, required=False)
-    p.add_argument("--gallery", required=True)
-    p.add_argument("--method", choices=METHODS, default="fused")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--new-threshold", type=float, default=None, help="score below which a query is a new individual")
-    p.add_argument("--out", default=None, help="write results here (default: print)")
-    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("--gallery", required=True, type=file_path, help="gallery file")
+    p.add_argument("--method", choices=METHODS, default="fused", help="how photos are compared")
+    p.add_argument("--top-k", type=positive_int, default=5, help="candidate identities listed per photo")
+    p.add_argument("--new-threshold", type=float, default=None,
+                   help="score below which a query is a new individual (default: the gallery's calibration)")
+    p.add_argument("--out", default=None, type=file_path, help="write results here (default: print)")
+    p.add_argument("--format", choices=("csv", "json"), default="csv", help="output format")
     _add_model_args(p)
     p.set_defaults(func=cmd_match)
 
-    p = sub.add_parser("evaluate", help="leave-one-out evaluation on a labelled CSV")
+    p = command("evaluate", "leave-one-out evaluation on a labelled CSV")
     _add_input_args(p, required=True)
-    p.add_argument("--method", choices=METHODS, default="fused")
+    p.add_argument("--method", choices=METHODS, default="fused", help="how photos are compared")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--open-set", choices=("identity", "time"), default=None,
                    help="query/gallery split instead of leave-one-out: are never-seen individuals called new?")
     _add_model_args(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("audit", help="list photos filed under different identities that match like one animal")
+    p = command("audit", "list photos filed under different identities that match like one animal")
     _add_input_args(p, required=True)
-    p.add_argument("--method", choices=METHODS, default="fused")
+    p.add_argument("--method", choices=METHODS, default="fused", help="how photos are compared")
     p.add_argument("--min-score", type=float, default=None,
                    help="list pairs scoring at least this (default: the 10th percentile of same-identity pair scores)")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--out", default=None, help="write the pairs as CSV here (default: print)")
+    p.add_argument("--limit", type=positive_int, default=50, help="most pairs listed")
+    p.add_argument("--out", default=None, type=file_path, help="write the pairs as CSV here (default: print)")
     _add_model_args(p)
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("calibrate", help="fit the fusion and new-individual threshold on a gallery (stored in it)")
-    p.add_argument("--gallery", required=True)
-    p.add_argument("--method", choices=METHODS, default="fused")
-    p.add_argument("--max-false-match", type=float, default=None)
+    p = command("calibrate", "fit P(same) and the new-individual threshold on a gallery (stored in it, per method)")
+    p.add_argument("--gallery", required=True, type=file_path, help="gallery file")
+    p.add_argument("--method", choices=METHODS, default="fused", help="the method whose threshold is fitted")
+    p.add_argument("--max-false-match", type=fraction, default=None,
+                   help="largest acceptable share of never-seen animals given a known name (default: balanced error)")
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("synth", help="generate a synthetic leopard population (images + metadata.csv)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--individuals", type=int, default=40)
-    p.add_argument("--sightings", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p = command("synth", "generate a synthetic leopard population (images + metadata.csv)")
+    p.add_argument("--out", required=True, type=folder_path, help="folder to write")
+    p.add_argument("--individuals", type=positive_int, default=40, help="leopards")
+    p.add_argument("--sightings", type=positive_int, default=4, help="photos per leopard")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--frames", action="store_true", help="full camera-trap frames with the animal's bbox")
     p.add_argument("--wild", action="store_true", help="wild photos (benchmark set: --individuals 30 --sightings 5)")
+    p.add_argument("--season", action="store_true",
+                   help="a whole census season: frames, known.csv to enroll, MegaDetector md.json, sightings.csv, "
+                   "cameras.csv with paired stations (--sightings 6 or more gives each flank several visits)")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("demo", help="the main job on the embedded default: synthetic season, enroll, match, report")
-    p.add_argument("--out", default="demo_out")
-    p.add_argument("--individuals", type=int, default=12)
-    p.add_argument("--seed", type=int, default=7)
+    p = command("demo", "the main job on the embedded default: synthetic season, enroll, match, report")
+    p.add_argument("--out", default="demo_out", type=folder_path, help="folder to write")
+    p.add_argument("--individuals", type=positive_int, default=12, help="leopards")
+    p.add_argument("--seed", type=int, default=7, help="random seed")
     p.set_defaults(func=cmd_demo)
 
     _register_optional(sub)
@@ -127,11 +201,29 @@ def _register_optional(sub: Any) -> None:
 
 
 # ---------------------------------------------------------------------- helpers
-def _embedder(args: argparse.Namespace, default: str | None = None) -> Any:
+def _embedder(args: argparse.Namespace, default: str | None = None, *, gallery: str | None = None) -> Any:
     from .embed import Embedder
 
     name = args.backbone or default or "efficientnet_lite0"
-    return Embedder(name, checkpoint=args.checkpoint, device=args.device, batch_size=args.batch_size)
+    if not args.checkpoint:
+        check_backbone(name, gallery=gallery)
+    return Embedder(name, checkpoint=args.checkpoint, device=args.device, batch_size=args.batch_size,
+                    progress=_progress())
+
+
+def check_backbone(name: str, *, gallery: str | os.PathLike | None = None) -> None:
+    """Fail at once, offline, when ``name``'s weights are not on this machine (before any model is loaded)."""
+    from .backbones import weights_on_disk
+
+    ok, how = weights_on_disk(name)
+    if not ok:
+        built = f"{gallery} was built with backbone {name!r}: " if gallery is not None else f"backbone {name!r}: "
+        raise CommandError(built + how)
+
+
+def _progress() -> bool | None:
+    """Progress bars on a terminal (None: the library decides), none in pipelines and logs."""
+    return None if sys.stderr.isatty() else False
 
 
 def _read_table(args: argparse.Namespace, *, require: Sequence[str]) -> tuple[Any, Path]:
@@ -142,31 +234,27 @@ def _read_table(args: argparse.Namespace, *, require: Sequence[str]) -> tuple[An
     return read_metadata(csv, require=require), root
 
 
-def write_errors(errors: Sequence[Any], folder: Path | None) -> Path | None:
-    """Write ``errors.csv`` (path, reason) into ``folder``; returns its path, or None when there are none.
+def write_errors(errors: Sequence[Any], folder: Path | None, *, command: str = "leopard-reid") -> Path | None:
+    """Report skipped inputs: into ``folder/errors.csv`` (see :func:`leopard_reid.io.write_errors`: other
+    commands' rows are kept) with one line on standard error, or each on standard error with ``folder=None``.
+    Returns where they went, or None when there are none."""
+    from .io import write_errors as write
 
-    A stale ``errors.csv`` of an earlier run is removed when this run had none. With ``folder=None`` the
-    errors go to standard error only.
-    """
-    out = folder / "errors.csv" if folder is not None else None
-    if not errors:
-        if out is not None and out.exists():
-            out.unlink()
-        return None
-    if out is None:
-        for e in errors:
-            print(f"skipped {e}", file=sys.stderr)
-        return Path("<stderr>")
-    import csv
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "reason"])
-        for e in errors:
-            w.writerow([getattr(e, "path", ""), getattr(e, "reason", str(e))])
-    print(f"skipped {len(errors)} input(s); see {out}", file=sys.stderr)
+    report_skipped(errors)
+    if folder is None:
+        return Path("<stderr>") if errors else None
+    out = write(errors, folder, command=command)
+    if out is not None:
+        print(f"skipped {len(errors)} input(s); see {out}", file=sys.stderr)
     return out
+
+
+def report_skipped(errors: Sequence[Any], limit: int = 20) -> None:
+    """One line per skipped input on standard error (the first ``limit``; the rest are in errors.csv)."""
+    for e in errors[:limit]:
+        print(f"leopard-reid: skipped {e}", file=sys.stderr)
+    if len(errors) > limit:
+        print(f"leopard-reid: ... and {len(errors) - limit} more skipped input(s)", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------- commands
@@ -176,13 +264,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     df, root = _read_table(args, require=("path", "identity"))
     out = Path(args.out)
     existing = Gallery.load(out) if out.exists() else None
-    embedder = _embedder(args, existing.backbone if existing else None)
+    embedder = _embedder(args, existing.backbone if existing else None, gallery=args.out if existing else None)
     if existing is not None:
         existing.check_embedder(embedder)
-        known = set(existing.metadata["path"].astype(str))
-        dup = df["path"].isin(known)
+        dup = _already_enrolled(df, existing)
         if dup.any():
-            print(f"{int(dup.sum())} path(s) already in {out}: not added again", file=sys.stderr)
+            print(f"{int(dup.sum())} photo(s) (same path and bbox) already in {out}: not added again", file=sys.stderr)
             df = df[~dup].reset_index(drop=True)
     local = not args.no_local if existing is None else existing.local is not None
     feats = embedder.describe(df, root=root, local=local, on_error="skip")
@@ -190,11 +277,24 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     before = len(gallery)
     gallery.add_described(feats, df)
     if not len(gallery):
-        write_errors(feats.errors, out.resolve().parent)
+        write_errors(feats.errors, out.resolve().parent, command="enroll")
         raise CommandError("no readable image: nothing enrolled")
     gallery.save(out)
     print(f"{out}: {len(gallery.identities)} individuals, {len(gallery)} exemplars (+{len(gallery) - before})")
-    return EXIT_SKIPPED if write_errors(feats.errors, out.resolve().parent) else EXIT_OK
+    return EXIT_SKIPPED if write_errors(feats.errors, out.resolve().parent, command="enroll") else EXIT_OK
+
+
+def _already_enrolled(df: Any, gallery: Any) -> Any:
+    """Rows of ``df`` whose photo and box are already exemplars (a second animal in one frame is not a duplicate)."""
+    import numpy as np
+
+    def key(p: Any, b: Any) -> tuple[str, Any]:
+        return os.path.normpath(str(p)), tuple(int(v) for v in b) if b is not None else None
+
+    meta = gallery.metadata
+    have = {key(p, b) for p, b in zip(meta["path"], meta["bbox"])}
+    boxes = df["bbox"].tolist() if "bbox" in df.columns else [None] * len(df)
+    return np.array([key(p, b) in have for p, b in zip(df["path"], boxes)], dtype=bool)
 
 
 def cmd_match(args: argparse.Namespace) -> int:
@@ -211,7 +311,7 @@ def cmd_match(args: argparse.Namespace) -> int:
         table, root = _read_table(args, require=("path",))
     else:
         table, root = pd.DataFrame({"path": args.images}), None
-    embedder = _embedder(args, gallery.backbone)
+    embedder = _embedder(args, gallery.backbone, gallery=args.gallery)
     result = match(
         table, gallery, embedder=embedder, method=args.method, top_k=args.top_k,
         new_threshold=args.new_threshold, root=root, on_error="skip",
@@ -229,10 +329,10 @@ def cmd_match(args: argparse.Namespace) -> int:
         print(f"{args.out}: {result['query'].nunique() if len(result) else 0} queries matched", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    if result.empty and errors:
-        write_errors(errors, out_dir)
+    if errors and len(errors) == result["query"].nunique():
+        write_errors(errors, out_dir, command="match")
         raise CommandError("no readable query image")
-    return EXIT_SKIPPED if write_errors(errors, out_dir) else EXIT_OK
+    return EXIT_SKIPPED if write_errors(errors, out_dir, command="match") else EXIT_OK
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -246,11 +346,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(res.to_dict()) if args.json else res)
         return EXIT_OK
     result = evaluate(df, method=args.method, embedder=_embedder(args), root=root)
-    if args.json:
-        print(json.dumps(result.to_dict()))
-    else:
-        print(result)
-    return EXIT_OK
+    if not result.n_queries:
+        raise CommandError(
+            f"{args.metadata}: nothing to evaluate: no photo has another readable photo of the same individual "
+            f"(and flank) to be matched with ({result.n_images} photos, {result.n_identities} individuals, "
+            f"{result.n_failed} unreadable)"
+        )
+    print(json.dumps(result.to_dict()) if args.json else result)
+    return EXIT_SKIPPED if result.n_failed else EXIT_OK
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -265,7 +368,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         sys.stdout.write(pairs.to_csv(index=False))
     print(f"{len(pairs)} pair(s) filed under different identities score >= {pairs.attrs['min_score']:.3g} "
           "(the 10th percentile of same-identity pair scores unless --min-score): check them by eye", file=sys.stderr)
-    return EXIT_OK
+    return EXIT_SKIPPED if pairs.attrs.get("n_failed") else EXIT_OK
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -273,15 +376,31 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .match import calibrate
 
     gallery = Gallery.load(args.gallery)
-    cal = calibrate(gallery, method=args.method, max_false_match=args.max_false_match)
-    gallery.calibration = cal.to_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the same words are printed below, once
+        cal = calibrate(gallery, method=args.method, max_false_match=args.max_false_match)
+    gallery.calibration = cal.to_dict()  # stored under its method: a local threshold never decides fused P
     gallery.save(args.gallery)
     print(json.dumps(cal.to_dict()))
+    print(f"{args.gallery}: {cal.summary()}", file=sys.stderr)
     return EXIT_OK
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from .synthetic import generate
+
+    if args.season:
+        from .demo import write_census_season
+
+        f = write_census_season(args.out, n_individuals=args.individuals, sightings_per_individual=args.sightings,
+                                seed=args.seed)
+        print(f"{args.out}: a census season; try:\n"
+              f"  leopard-reid enroll --metadata {f['known']} --out {args.out}/gallery.safetensors\n"
+              f"  leopard-reid census --detections {f['detections']} --gallery {args.out}/gallery.safetensors "
+              f"--sightings {f['sightings']} --cameras {f['cameras']} --out {args.out}/census\n"
+              f"  leopard-reid census apply-review {args.out}/census/decisions.csv "
+              f"--gallery {args.out}/gallery.safetensors")
+        return EXIT_OK
 
     df = generate(
         args.out, n_individuals=args.individuals, sightings_per_individual=args.sightings, seed=args.seed,
@@ -311,13 +430,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .io import ImageError, MetadataError
 
     try:
-        return int(args.func(args))
-    except (CommandError, GalleryError, MetadataError, ImageError, FileNotFoundError, ValueError) as err:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning  # one plain line per warning, no source lines
+            # each skipped file is reported once, by the command (report_skipped), not also as a warning
+            warnings.filterwarnings("ignore", message=r"skipped \d+ of \d+ image")
+            return int(args.func(args))
+    except (CommandError, GalleryError, MetadataError, ImageError, OSError, ValueError) as err:
         print(f"leopard-reid {args.command}: error: {err}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    print(f"leopard-reid: warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

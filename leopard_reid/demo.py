@@ -80,3 +80,52 @@ def run_demo(out: str | os.PathLike = "demo_out", *, n_individuals: int = 12, se
     result.to_csv(out / "matches.csv", index=False)
     print(f"matches written to {out / 'matches.csv'}")
     return result
+
+
+def write_census_season(
+    out: str | Path, *, n_individuals: int = 12, sightings_per_individual: int = 6, seed: int = 0,
+    paired_fraction: float = 0.5,
+) -> dict[str, Path]:
+    """A synthetic season as a census takes it, so a new user can try ``census`` end to end.
+
+    Writes into ``out``: full camera-trap frames (``images/``, paired stations photographing both flanks for
+    ``paired_fraction`` of the visits), ``known.csv`` (the first sighting of each flank of half of the
+    leopards, to enroll), ``md.json`` (MegaDetector batch output for every other frame), ``sightings.csv``
+    (path, camera, datetime, side) and ``cameras.csv`` (camera, x, y, station). Returns those paths.
+    """
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from .synthetic import generate
+
+    out = Path(out)
+    images = out / "images"
+    df = generate(images, n_individuals=n_individuals, sightings_per_individual=sightings_per_individual, seed=seed,
+                  frame=True, paired_fraction=paired_fraction)
+    ids = sorted(df["identity"].unique())
+    known = set(ids[::2])
+    first = df.groupby(["identity", "side"]).cumcount() == 0
+    enrol = df[df["identity"].isin(known) & first]
+    season = df.drop(index=enrol.index)
+    files = {"known": out / "known.csv", "detections": out / "md.json", "sightings": out / "sightings.csv",
+             "cameras": out / "cameras.csv", "images": images}
+    enrol.assign(path="images/" + enrol["path"])[["path", "identity", "side", "bbox", "datetime", "camera"]].to_csv(
+        files["known"], index=False)
+    entries = []
+    for path, box in zip(season["path"], season["bbox"]):
+        w, h = Image.open(images / path).size
+        x, y, bw, bh = json.loads(box)
+        entries.append({"file": f"images/{path}", "detections": [{"category": "1", "conf": 0.9, "bbox": [
+            round(x / w, 4), round(y / h, 4), round(bw / w, 4), round(bh / h, 4)]}]})
+    files["detections"].write_text(json.dumps({"detection_categories": {"1": "animal", "2": "person",
+                                                                       "3": "vehicle"}, "images": entries}))
+    season.assign(path="images/" + season["path"])[["path", "camera", "datetime", "side"]].to_csv(
+        files["sightings"], index=False)
+    cams = sorted(df["camera"].unique())
+    rng = np.random.default_rng(seed)
+    pd.DataFrame({"camera": cams, "x": rng.uniform(0, 10000, len(cams)).round(1),
+                  "y": rng.uniform(0, 10000, len(cams)).round(1), "station": cams}).to_csv(files["cameras"],
+                                                                                            index=False)
+    return files

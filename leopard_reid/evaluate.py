@@ -319,6 +319,7 @@ def suspect_duplicates(
         "score": score[a, b].astype(float),
     })
     out.attrs["min_score"] = min_score
+    out.attrs["n_failed"] = int((~features.valid).sum())  # unreadable images skipped (the CLI exits 3)
     return out
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 import pandas as pd
 
-from .io import parse_bbox
+from .io import parse_bbox, parse_side
 
 if TYPE_CHECKING:
     from .embed import Embedder, Features
@@ -79,8 +79,9 @@ class Gallery:
         self._emb = np.zeros((0, 0), dtype=np.float32)
         self._meta = pd.DataFrame({c: pd.Series(dtype=object) for c in META_COLUMNS})
         self._local: list[LocalFeatures] | None = None
-        self.calibration: dict[str, Any] | None = None
+        self.calibrations: dict[str, dict[str, Any]] = {}  # one per method: see :attr:`calibration`
         self._source: tuple[str, str] | None = None  # (resolved path, checksum) last loaded or saved
+        self._matchers: dict[tuple[Any, ...], Any] = {}  # fitted matchers reused by ``match`` (see match.py)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -176,6 +177,26 @@ class Gallery:
     def sides(self) -> np.ndarray:
         return self._meta["side"].fillna("unknown").to_numpy(dtype=object)
 
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The calibration of the default ``fused`` method (a :class:`~leopard_reid.Calibration` dict), or None.
+
+        Setting it stores a calibration under *its own* method (``calibrate(g, method="local").to_dict()``
+        goes to ``calibrations["local"]``), so a threshold on one method's scale never decides another's."""
+        return self.calibrations.get("fused")
+
+    @calibration.setter
+    def calibration(self, value: dict[str, Any] | None) -> None:
+        if value is None:
+            self.calibrations.pop("fused", None)
+            return
+        method = str(value.get("method") or "fused")
+        self.calibrations[method] = dict(value)
+
+    def calibration_for(self, method: str) -> dict[str, Any] | None:
+        """The stored calibration of ``method`` (``global``, ``local`` or ``fused``), or None."""
+        return self.calibrations.get(method)
+
     # ------------------------------------------------------------------ editing
     def check_embedder(self, embedder: Embedder) -> None:
         """Refuse an embedder whose backbone or weights differ from the ones that built this gallery."""
@@ -224,7 +245,10 @@ class Gallery:
         for col in META_COLUMNS:
             if col not in meta.columns:
                 meta[col] = None
-        meta["side"] = [s if isinstance(s, str) and s in ("left", "right") else "unknown" for s in meta["side"]]
+        try:
+            meta["side"] = [parse_side(s) for s in meta["side"]]
+        except ValueError as err:
+            raise GalleryError(str(err)) from None
         meta["bbox"] = pd.Series([parse_bbox(b) for b in meta["bbox"]], dtype=object)
         meta = meta[list(META_COLUMNS) + [c for c in meta.columns if c not in META_COLUMNS]]
         self._emb = emb if was_empty else np.concatenate([self._emb, emb])
@@ -324,6 +348,7 @@ class Gallery:
             "columns": list(self._meta.columns),
             "metadata": records,
             "calibration": self.calibration,
+            "calibrations": {k: v for k, v in self.calibrations.items() if k != "fused"},
             "dtypes": {str(c): str(t) for c, t in self._meta.dtypes.items()},
             "arrays": {
                 k: {"sha256": _sha(v), "dtype": str(v.dtype), "shape": list(v.shape)} for k, v in arrays.items()
@@ -440,11 +465,20 @@ class Gallery:
                     )
                 if _sha(arr) != want["sha256"]:
                     raise damaged(f"checksum mismatch in array {name!r}")
-            g = cls._from_parts(manifest, arrays)
         except GalleryError:
             raise
-        except Exception as err:  # a manifest that is consistent but not what this version writes
+        except (KeyError, TypeError, ValueError) as err:  # a manifest without what its arrays need
             raise damaged(f"inconsistent contents ({type(err).__name__}: {err})") from None
+        try:
+            g = cls._from_parts(manifest, arrays)
+        except (KeyError, ValueError) as err:  # a manifest consistent in itself but not what this version writes
+            raise damaged(f"inconsistent contents ({type(err).__name__}: {err})") from None
+        except Exception as err:  # every checksum matched and the contents check out: a bug here, not damage
+            raise GalleryError(
+                f"{path}: the file is intact (every checksum matches) but this leopard_reid "
+                f"({_library_version()}) failed to read it ({type(err).__name__}: {err}); please report this "
+                "as a bug, with the file if you can; do not restore a backup over it"
+            ) from err
         g._source = (str(path.resolve()), checksum)
         return g
 
@@ -474,7 +508,9 @@ class Gallery:
             g._local = unpack_features(local)
             if len(g._local) != n:
                 raise ValueError(f"{len(g._local)} keypoint sets for {n} exemplars")
-        g.calibration = manifest.get("calibration")
+        g.calibration = manifest.get("calibration")  # routed by its method (older files stored any method here)
+        for method, cal in (manifest.get("calibrations") or {}).items():
+            g.calibrations[str(method)] = dict(cal)
         return g
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "as_records",
     "load_image",
     "parse_bbox",
+    "parse_side",
     "read_metadata",
 ]
 
@@ -360,14 +361,13 @@ def as_records(
     """
     base = Path(root) if root is not None else None
     if isinstance(images, pd.DataFrame):
-        if "path" not in images.columns:
-            raise MetadataError("the table needs a 'path' column")
-        boxes = images["bbox"].tolist() if "bbox" in images.columns else [None] * len(images)
-        sides = images["side"].tolist() if "side" in images.columns else ["unknown"] * len(images)
+        table = read_metadata(images, require=("path",))  # the one validator: bad boxes and sides are named
+        boxes = table["bbox"].tolist() if "bbox" in table.columns else [None] * len(table)
+        sides = table["side"].tolist() if "side" in table.columns else ["unknown"] * len(table)
         out = []
-        for p, b, s in zip([_cell(v) for v in images["path"]], boxes, sides):
+        for p, b, s in zip(table["path"], boxes, sides):
             src = Path(p) if base is None or Path(p).is_absolute() else base / p
-            out.append(Record(name=p, source=src, bbox=_lenient_box(b), side=_side(s) or "unknown"))
+            out.append(Record(name=p, source=src, bbox=b, side=s))
         return out
     if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
         images = [images]
@@ -383,13 +383,6 @@ def as_records(
     return out
 
 
-def _lenient_box(value: Any) -> BBox | None:
-    try:
-        return parse_bbox(value)
-    except ValueError:
-        return None  # validated by read_metadata; a raw DataFrame's bad box is reported at load time
-
-
 #: Columns the library understands; matched case-insensitively in a CSV header ("Path" is ``path``).
 KNOWN_COLUMNS = ("path", "identity", "bbox", "side", "datetime", "camera")
 _SIDE_ALIASES = {"": "unknown", "l": "left", "r": "right", "nan": "unknown", "none": "unknown"}
@@ -401,10 +394,20 @@ def _cell(value: Any) -> str:
 
 
 def _side(value: Any) -> str | None:
-    """``left``/``right``/``unknown`` (accepting L, R, any case, empty), or None when unrecognised."""
+    """``left``/``right``/``unknown`` (accepting L, R, Left, any case, empty), or None when unrecognised."""
     s = _cell(value).lower()
     s = _SIDE_ALIASES.get(s, s)
     return s if s in SIDES else None
+
+
+def parse_side(value: Any) -> str:
+    """The flank side of ``value`` as ``left``, ``right`` or ``unknown`` (L, R, Left, any case; empty or NaN is
+    unknown). Raises :class:`ValueError` naming the value otherwise, so a typo is never read as unknown.
+    The one side parser of metadata tables, galleries, census tables and decisions files."""
+    s = _side(value)
+    if s is None:
+        raise ValueError(f"unknown side {_short(value, 40)} (use left, right or unknown)")
+    return s
 
 
 def _read_csv(path: Path, name: str) -> tuple[pd.DataFrame, list[str], list[tuple[int, str]]]:
@@ -501,16 +504,7 @@ def read_metadata(
         )
     if "path" in df.columns:
         df["path"] = [_cell(v) for v in df["path"]]
-        first_seen: dict[str, int] = {}
-        for i, p in enumerate(df["path"]):
-            if not p:
-                problems.append((i, f"{where[i]}: empty path"))
-                continue
-            key = os.path.normpath(p)
-            if key in first_seen:
-                problems.append((i, f"{where[i]}: duplicate path {p!r} (first on {where[first_seen[key]]})"))
-            else:
-                first_seen[key] = i
+        problems += [(i, f"{where[i]}: empty path") for i, p in enumerate(df["path"]) if not p]
     if "identity" in df.columns:
         df["identity"] = [_cell(v) for v in df["identity"]]
         if "identity" in require:
@@ -524,6 +518,18 @@ def read_metadata(
                 problems.append((i, f"{where[i]}: {err}"))
                 boxes.append(None)
         df["bbox"] = pd.Series(boxes, index=df.index, dtype=object)
+    if "path" in df.columns:  # one photo may hold two animals: a duplicate is the same path and box
+        first_seen: dict[tuple[str, Any], int] = {}
+        boxes_of = df["bbox"].tolist() if "bbox" in df.columns else [None] * len(df)
+        for i, (p, b) in enumerate(zip(df["path"], boxes_of)):
+            key = (os.path.normpath(p), b)
+            if not p:
+                continue
+            if key in first_seen:
+                box = f" with bbox {list(b)}" if b is not None else ""
+                problems.append((i, f"{where[i]}: duplicate path {p!r}{box} (first on {where[first_seen[key]]})"))
+            else:
+                first_seen[key] = i
     if "side" in df.columns:
         sides = []
         for i, v in enumerate(df["side"].tolist()):
@@ -537,3 +543,38 @@ def read_metadata(
         more = f" (and {len(listed) - 20} more)" if len(listed) > 20 else ""
         raise MetadataError(f"{name}: " + "; ".join(listed[:20]) + more)
     return df.reset_index(drop=True)
+
+
+ERRORS_FILE = "errors.csv"
+
+
+def write_errors(errors: Sequence[Any], folder: str | os.PathLike, *, command: str) -> Path | None:
+    """Record the inputs ``command`` skipped in ``<folder>/errors.csv`` (``path, reason, command``).
+
+    The one writer of that file: rows of other commands (an ``enroll`` and a ``match`` writing into one
+    folder) are kept, this command's earlier rows are replaced, and the file is removed only when no row
+    is left. Returns the file's path, or None when this command skipped nothing.
+    """
+    out = Path(folder) / ERRORS_FILE
+    kept: list[list[str]] = []
+    if out.exists():
+        try:
+            with open(out, newline="", encoding="utf-8") as fh:
+                rows = list(_csv.reader(fh))
+        except (OSError, UnicodeDecodeError, _csv.Error):
+            rows = []
+        for row in rows[1:]:
+            row = (row + ["", "", ""])[:3]
+            if row[2] != command:
+                kept.append(row)
+    new = [[getattr(e, "path", ""), getattr(e, "reason", str(e)), command] for e in errors]
+    if not kept and not new:
+        with contextlib.suppress(FileNotFoundError):
+            out.unlink()
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        w = _csv.writer(fh)
+        w.writerow(["path", "reason", "command"])
+        w.writerows(kept + new)
+    return out if new else None

@@ -13,8 +13,10 @@ When flank sides are known, a left flank is only compared with left (or unknown)
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -41,8 +43,11 @@ class Calibration:
     """Logistic map from (cosine, keypoint score) to P(same individual), and the new-individual threshold.
 
     ``probability = sigmoid(intercept + coef[0] * cosine + coef[1] * log1p(local_score))``. A query whose best
-    probability is below ``threshold`` is called a new individual. The rates are leave-one-out estimates
-    from the data it was fitted on (None for the built-in default).
+    probability is below ``threshold`` is called a new individual. ``method`` is the method whose scores the
+    threshold applies to (a ``local`` calibration's threshold is on the keypoint-score scale and never
+    decides fused P). ``source`` says what :func:`calibrate` chose (``fused fit``, ``local-only fit`` with
+    ``coef[0] == 0``: a probability that ranks exactly like ``local``, ``default``...) and ``reason`` why,
+    in words. The rates are estimates on held-out individuals (None for the built-in default).
     """
 
     coef: tuple[float, float]
@@ -55,6 +60,7 @@ class Calibration:
     n_pairs: int = 0
     source: str = "default"
     method: str = "fused"
+    reason: str = ""
 
     def probability(self, cosine: np.ndarray, local: np.ndarray) -> np.ndarray:
         z = self.intercept + self.coef[0] * np.asarray(cosine) + self.coef[1] * np.log1p(np.maximum(local, 0))
@@ -65,14 +71,29 @@ class Calibration:
         mask = np.isfinite(cosine)
         return np.where(mask, self.probability(np.where(mask, cosine, 0.0), np.where(mask, local, 0.0)), -np.inf)
 
+    def summary(self) -> str:
+        """What this calibration decides, in words (printed by ``leopard-reid calibrate``)."""
+        scale = "P(same individual)" if self.method == "fused" else f"the {self.method} score"
+        text = [f"{self.method} method, {self.source}: a query is a known individual when {scale} >= "
+                f"{self.threshold:.4g}, else new."]
+        if self.false_new_rate is not None and self.false_match_rate is not None:
+            text.append(f"Expected on individuals held out of the fit: {100 * self.false_new_rate:.0f}% of "
+                        f"re-sightings of known animals called new, {100 * self.false_match_rate:.0f}% of "
+                        "never-seen animals given a known name.")
+        if self.reason:
+            text.append(self.reason)
+        return " ".join(text)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        """Read :meth:`to_dict` output, also of older versions (missing fields take their defaults)."""
         d = dict(d)
-        d["coef"] = tuple(d["coef"])
-        d["uncertain_band"] = tuple(d.get("uncertain_band", (0.25, 0.75)))
+        d["coef"] = tuple(float(c) for c in d["coef"])
+        d["uncertain_band"] = tuple(d.get("uncertain_band") or (0.25, 0.75))
+        d["method"] = d.get("method") or "fused"
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -144,8 +165,14 @@ class Matcher:
             opts = {"shortlist": self.shortlist, **self.local_options}
             self.local_ = LocalMatcher(**opts).fit(feats, labels=list(self.labels_))
         cal = self.calibration
-        if cal is None and gallery.calibration:
-            cal = Calibration.from_dict(gallery.calibration)
+        if cal is not None and self.method == "fused" and cal.method != "fused":
+            raise ValueError(
+                f"a calibration fitted for method {cal.method!r} cannot decide fused P(same): its threshold is on "
+                f"the {cal.method} score's scale; calibrate with method='fused'"
+            )
+        if cal is None:
+            stored = gallery.calibration_for(self.method)
+            cal = Calibration.from_dict(stored) if stored else None
         self.calibration_ = cal or DEFAULT_CALIBRATION
         return self
 
@@ -207,9 +234,38 @@ class Matcher:
         """The new-individual threshold in use: the one given, the calibrated one, or None."""
         if new_threshold is not None:
             return float(new_threshold)
-        if self.method == "fused" or self.calibration_.method == self.method:
+        if self.calibration_.method == self.method:  # a calibration decides only the method it was fitted for
             return self.calibration_.threshold
         return None
+
+
+_EMBEDDERS: dict[str, Embedder] = {}
+
+
+def _default_embedder(backbone: str) -> Embedder:
+    """One default embedder per backbone in this process (``match`` in a loop loads the model once)."""
+    from .embed import Embedder
+
+    if backbone not in _EMBEDDERS:
+        _EMBEDDERS[backbone] = Embedder(backbone)
+    return _EMBEDDERS[backbone]
+
+
+def _fitted_matcher(gallery: Gallery, method: str) -> Matcher:
+    """A matcher fitted on ``gallery``, reused while the gallery's exemplars, names and calibration are the same
+    (``match`` in a loop builds the keypoint index once; any edit of the gallery builds a fresh one)."""
+    key = (method, id(gallery._emb), len(gallery), hash(tuple(gallery.labels)), hash(tuple(gallery.sides)),
+           repr(gallery.calibration_for(method)))
+    cache = gallery._matchers  # kept on the gallery: it goes when the gallery goes
+    if key not in cache:
+        cache.clear()
+        cache[key] = Matcher(method=method).fit(gallery)  # type: ignore[arg-type]
+    return cache[key]
+
+
+#: Columns of :func:`match` (in order).
+MATCH_COLUMNS = ["query", "rank", "identity", "score", "exemplar", "exemplar_index", "exemplar_bbox", "cosine",
+                 "local", "decision", "reason"]
 
 
 def match(
@@ -217,7 +273,7 @@ def match(
     gallery: Gallery,
     *,
     embedder: Embedder | None = None,
-    method: Method = DEFAULT_METHOD,
+    method: Method | None = None,
     top_k: int = 5,
     new_threshold: float | None = None,
     root: str | os.PathLike | None = None,
@@ -225,68 +281,121 @@ def match(
     matcher: Matcher | None = None,
     chunk_size: int = 256,
 ) -> pd.DataFrame:
-    """Match query images against a gallery; one row per query and rank.
+    """Match query images against a gallery; one row per query and rank, and a rank-1 row for *every* input.
 
-    Columns: ``query`` (the path as given), ``rank`` (1..k), ``identity``, ``score`` (higher = more
-    similar; P(same individual) for ``fused``), ``exemplar`` (the best gallery image of that identity),
-    ``cosine`` and ``local`` (the two kinds of evidence; NaN where not computed), and ``decision``
-    on the rank-1 row (``match`` or ``new``, when a threshold is known: ``new_threshold``, else the
-    calibrated one for ``fused``; empty on lower ranks). Queries that could not be read are skipped with
-    ``on_error="skip"`` (with a warning naming each file; ``result.attrs["errors"]`` lists them as
-    :class:`~leopard_reid.ImageError`), else raise :class:`~leopard_reid.ImageError`.
+    Columns (:data:`MATCH_COLUMNS`): ``query`` (the path as given), ``rank`` (1..k), ``identity``, ``score``
+    (higher = more similar; P(same individual) for ``fused``), ``exemplar`` (the best gallery image of that
+    identity), ``exemplar_index`` (its row in ``gallery.metadata``) and ``exemplar_bbox`` (``[x, y, w, h]``
+    or empty), ``cosine`` and ``local`` (the two kinds of evidence; NaN where not computed), ``decision`` on
+    the rank-1 row (``match`` or ``new`` when a threshold is known: ``new_threshold``, else the calibration
+    fitted for this method; ``unreadable`` for an image that could not be read), and ``reason`` (why a
+    query is new without a candidate, or why it was unreadable). A query with no comparable exemplar (a right
+    flank against a gallery of left flanks) gets one row, ``new``, with the reason. Unreadable queries raise
+    :class:`~leopard_reid.ImageError`, or with ``on_error="skip"`` get their row (with a warning, and
+    ``result.attrs["errors"]``). ``matcher``: a :class:`Matcher` fitted on ``gallery`` (its method must
+    agree with ``method``); by default one is fitted once per gallery and method and reused, as is the
+    default embedder of the gallery's backbone.
     """
-    from .embed import Embedder
-
+    if not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be a whole number >= 1, not {top_k!r}")
+    if matcher is not None:
+        if method is not None and method != matcher.method:
+            raise ValueError(f"method={method!r} disagrees with the given matcher's method {matcher.method!r}")
+        if getattr(matcher, "gallery_", None) is not gallery:
+            raise ValueError("the given matcher was not fitted on this gallery: use Matcher(...).fit(gallery)")
+    method = method or (matcher.method if matcher is not None else DEFAULT_METHOD)  # type: ignore[assignment]
+    _check_method(method)  # type: ignore[arg-type]
+    records = as_records(images, root=root)  # a bad table is refused before any model is loaded
     if embedder is None:
-        embedder = Embedder(gallery.backbone or "efficientnet_lite0")
+        embedder = _default_embedder(gallery.backbone or "efficientnet_lite0")
     gallery.check_embedder(embedder)
-    matcher = matcher or Matcher(method=method).fit(gallery)
-    records = as_records(images, root=root)
+    matcher = matcher or _fitted_matcher(gallery, method)  # type: ignore[arg-type]
     thr = matcher.threshold(new_threshold)
-    paths = gallery.metadata["path"].to_numpy(dtype=object)
+    meta = gallery.metadata
     frames = []
     errors = []
     for start in range(0, len(records), chunk_size):
         chunk = records[start : start + chunk_size]
         feats = embedder.describe(chunk, local=matcher.method != "global", on_error=on_error)
         errors += feats.errors
-        frames.append(_rows(matcher, feats, top_k=top_k, threshold=thr, paths=paths))
-    result = pd.concat(frames, ignore_index=True) if frames else _rows(matcher, None, top_k=top_k,
-                                                                         threshold=thr, paths=paths)
+        frames.append(_rows(matcher, feats, chunk, top_k=top_k, threshold=thr, meta=meta))
+    result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        {c: pd.Series(dtype=object) for c in MATCH_COLUMNS})
     result.attrs["errors"] = errors
     return result
 
 
+def _error_reasons(feats: Features, records: Sequence[Any]) -> list[str]:
+    """The reason each unreadable input of ``feats`` failed (matched to its error by path, else in order)."""
+    by_path = {str(e.path): e.reason for e in feats.errors}
+    unmatched = iter([e.reason for e in feats.errors])
+    reasons = []
+    for i in np.flatnonzero(~feats.valid):
+        src = records[i].source if i < len(records) else None
+        reason = by_path.get(str(src)) or by_path.get(str(feats.names[i]))
+        reasons.append(reason or next(unmatched, "could not be read"))
+    return reasons
+
+
+def _no_candidate_reason(matcher: Matcher, side: str) -> str:
+    if matcher.side_aware and side in ("left", "right"):
+        return (f"no comparable exemplar: the gallery has no {side} (or unknown) flank, and left and right "
+                "coats are different patterns")
+    return "no comparable exemplar in the gallery"
+
+
 def _rows(
-    matcher: Matcher, feats: Features | None, *, top_k: int, threshold: float | None, paths: np.ndarray
+    matcher: Matcher, feats: Features, records: Sequence[Any], *, top_k: int, threshold: float | None,
+    meta: pd.DataFrame,
 ) -> pd.DataFrame:
-    cols = ["query", "rank", "identity", "score", "exemplar", "cosine", "local", "decision"]
-    if feats is None or not feats.valid.any():
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
-    ps = matcher.scores(feats)
-    ids, sc, ex = matcher.rank(ps, top_k=top_k)
-    rows = []
-    for i in np.flatnonzero(feats.valid):
-        decision = None
-        if threshold is not None:
-            decision = "match" if sc[i, 0] >= threshold else "new"
-        for r in range(ids.shape[1]):
-            if not math.isfinite(sc[i, r]):
-                continue
-            j = ex[i, r]
-            rows.append(
-                {
-                    "query": feats.names[i],
-                    "rank": r + 1,
-                    "identity": ids[i, r],
-                    "score": float(sc[i, r]),
-                    "exemplar": paths[j],
-                    "cosine": float(ps.cosine[i, j]),
-                    "local": float(ps.local[i, j]) if ps.local is not None else float("nan"),
-                    "decision": decision if r == 0 else None,
-                }
-            )
-    return pd.DataFrame(rows, columns=cols)
+    """The result rows of one chunk, in input order: top-k per readable query, one row per other input."""
+    paths = meta["path"].to_numpy(dtype=object)
+    boxes = meta["bbox"].tolist()
+    n = len(feats)
+    per_query: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+    for i, reason in zip(np.flatnonzero(~feats.valid), _error_reasons(feats, records)):
+        per_query[i].append(_row(feats.names[i], decision="unreadable", reason=reason))
+    if feats.valid.any():
+        ps = matcher.scores(feats)
+        ids, sc, ex = matcher.rank(ps, top_k=top_k)
+        sides = feats.sides or ["unknown"] * n
+        for i in np.flatnonzero(feats.valid):
+            decision = None
+            if threshold is not None:
+                decision = "match" if sc[i, 0] >= threshold else "new"
+            for r in range(ids.shape[1]):
+                if not math.isfinite(sc[i, r]):
+                    continue
+                j = int(ex[i, r])
+                per_query[i].append(_row(
+                    feats.names[i], rank=r + 1, identity=ids[i, r], score=float(sc[i, r]), exemplar=paths[j],
+                    exemplar_index=j, exemplar_bbox=json.dumps(list(boxes[j])) if boxes[j] is not None else "",
+                    cosine=float(ps.cosine[i, j]),
+                    local=float(ps.local[i, j]) if ps.local is not None else float("nan"),
+                    decision=decision if r == 0 else None,
+                ))
+            if not per_query[i]:
+                per_query[i].append(_row(feats.names[i], decision="new",
+                                         reason=_no_candidate_reason(matcher, str(sides[i]))))
+    rows = [r for q in per_query for r in q]
+    return pd.DataFrame(rows, columns=MATCH_COLUMNS)
+
+
+def _row(query: str, **values: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {"query": query, "rank": 1, "identity": None, "score": float("nan"), "exemplar": None,
+                           "exemplar_index": -1, "exemplar_bbox": "", "cosine": float("nan"),
+                           "local": float("nan"), "decision": None, "reason": ""}
+    row.update(values)
+    return row
+
+
+#: Fewest leave-one-out queries (photos with a second photo of the same individual and flank) a fusion is fitted
+#: on; below this the built-in default stays in use (a fit on a handful of pairs made things worse).
+MIN_CALIBRATION_QUERIES = 20
+NEED_PAIRS = (
+    "calibration needs photos that can be matched to another photo of the same individual: two photos of the "
+    "same flank (or of unknown side) of at least two individuals"
+)
 
 
 def calibrate(
@@ -295,91 +404,300 @@ def calibrate(
     method: Method = DEFAULT_METHOD,
     max_false_match: float | None = None,
     shortlist: int = 20,
+    n_folds: int = 5,
 ) -> Calibration:
-    """Fit the fusion and the new-individual threshold on a labelled gallery, leave-one-out.
+    """Fit P(same individual) and the new-individual threshold on a labelled gallery, on held-out individuals.
 
-    Each exemplar whose identity has another exemplar is a query: pairs with its top candidates (same or
-    different individual) fit the logistic fusion; then each query is scored twice, with its identity
-    present (a known animal) and with all its other exemplars removed (a new animal), which gives the
-    threshold (balanced error, or the lowest with false-match rate <= ``max_false_match``) and its
-    expected false-new / false-match rates. Store the result with ``gallery.calibration = cal.to_dict()``.
+    A *known* score is a photo's best score against the rest of the gallery (leave-one-out; only photos with
+    another photo of the same individual and flank). A *new* score is a photo's best score against the
+    gallery with its whole individual removed: the identities are split into ``n_folds`` folds, and each
+    fold is scored against a matcher refitted without it (the keypoint index and its normaliser too, as
+    :func:`~leopard_reid.evaluate_open_set` does). The threshold has the lowest balanced error, or the
+    lowest false-new rate with false-match rate <= ``max_false_match``; the rates reported are the ones
+    achieved on these held-out scores (with a warning when the constraint can only be met by calling
+    every query new).
+
+    ``fused``: a logistic fusion of (cosine, keypoint score) is fitted, cross-validated by fold; when it is
+    not better than the keypoint score alone on held-out folds, a logistic on the keypoint score alone is
+    kept (it ranks exactly like ``local``). With too few pairs (< :data:`MIN_CALIBRATION_QUERIES`
+    queries), or a fit whose held-out error is worse than the built-in default's, the default stays in use
+    (with a warning). ``source`` and ``reason`` of the result say which and why. Store the result with
+    ``gallery.calibration = cal.to_dict()`` (it is stored under its method).
     """
-    from sklearn.metrics import roc_auc_score
+    _check_method(method)
+    if max_false_match is not None and not 0.0 <= float(max_false_match) <= 1.0:
+        raise ValueError(f"max_false_match must be between 0 and 1, not {max_false_match!r}")
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be at least 2, not {n_folds!r}")
+    ev = _calibration_evidence(gallery, method=method, shortlist=shortlist, n_folds=n_folds)
+    if method != "fused":
+        known, new = ev.known_tops(None), ev.new_tops(None)
+        return _finish(ev, None, known, new, method=method, source=f"{method} score", reason="",
+                       max_false_match=max_false_match, n_pairs=0)
+    return _calibrate_fused(ev, max_false_match=max_false_match, shortlist=shortlist)
 
+
+@dataclass
+class _Evidence:
+    """Leave-one-out (known) and individual-removed (new) evidence of every gallery photo, and the folds."""
+
+    labels: np.ndarray
+    known: PairScores  # row i: photo i against the gallery without photo i
+    new_cosine: np.ndarray  # row i: photo i against the gallery without its individual (its fold refitted)
+    new_local: np.ndarray | None
+    queries: np.ndarray  # photos with a comparable photo of the same individual
+    fold: np.ndarray  # fold of each photo (by individual)
+    n: int
+
+    def known_tops(self, cal: Calibration | None, rows: np.ndarray | None = None) -> np.ndarray:
+        rows = self.queries if rows is None else rows
+        return _tops(cal, self.known.cosine[rows], _rows_of(self.known.local, rows), self.known.method)
+
+    def new_tops(self, cal: Calibration | None, rows: np.ndarray | None = None) -> np.ndarray:
+        rows = np.arange(self.n) if rows is None else rows
+        return _tops(cal, self.new_cosine[rows], _rows_of(self.new_local, rows), self.known.method)
+
+
+def _rows_of(a: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    return None if a is None else a[rows]
+
+
+def _tops(cal: Calibration | None, cosine: np.ndarray, local: np.ndarray | None, method: str) -> np.ndarray:
+    """Best score per row: fused P with ``cal``, else the method's own score (-inf when nothing compares)."""
+    if cal is not None:
+        assert local is not None
+        s = cal.fuse(cosine, local)
+    else:
+        s = cosine if method == "global" else np.where(np.isfinite(cosine), local, -np.inf)
+    return s.max(axis=1) if s.shape[1] else np.full(s.shape[0], -np.inf)
+
+
+def _gallery_features(gallery: Gallery, idx: np.ndarray | None = None) -> Features:
     from .embed import Features
 
-    _check_method(method)
+    idx = np.arange(len(gallery)) if idx is None else idx
+    local = gallery.local
+    return Features(
+        names=[str(p) for p in gallery.metadata["path"].to_numpy(dtype=object)[idx]],
+        embeddings=gallery.embeddings[idx].copy(),
+        local=[local[i] for i in idx] if local is not None else None,
+        valid=np.ones(len(idx), bool),
+        sides=[str(s) for s in gallery.sides[idx]],
+    )
+
+
+def _calibration_evidence(gallery: Gallery, *, method: str, shortlist: int, n_folds: int) -> _Evidence:
+    """Score every photo leave-one-out, then each fold of individuals against a matcher refitted without it."""
     n = len(gallery)
     labels = gallery.labels
-    matcher = Matcher(method=method, shortlist=shortlist).fit(gallery)
-    feats = Features(
-        names=list(gallery.metadata["path"].astype(str)),
-        embeddings=gallery.embeddings.copy(),
-        local=gallery.local,
-        valid=np.ones(n, bool),
-        sides=list(gallery.sides),
-    )
-    ps = matcher.scores(feats, exclude=list(range(n)))
-    same = labels[:, None] == labels[None, :]
-    queries = np.flatnonzero(same.sum(1) > 1)
-    if len(queries) < 2:
-        raise GalleryError("calibration needs at least two identities with two or more exemplars")
-    coef, intercept = DEFAULT_CALIBRATION.coef, DEFAULT_CALIBRATION.intercept
-    n_pairs = 0
-    if method == "fused":
-        x, y = pair_features(ps, labels, queries, shortlist=shortlist)
-        n_pairs = len(y)
-        coef, intercept = fit_fusion(x, y)
-        # re-fuse the stored evidence; keypoint scoring is not repeated
-        ps.final = Calibration(coef=coef, intercept=intercept).fuse(ps.cosine, ps.local)
-    final = ps.final
-    known = np.array([np.max(final[i]) for i in queries])
-    new = np.array([np.max(np.where(same[i], -np.inf, final[i])) for i in queries])
+    plain = DEFAULT_CALIBRATION if method == "fused" else None
+    matcher = Matcher(method=method, shortlist=shortlist, calibration=plain).fit(gallery)  # type: ignore[arg-type]
+    ps = matcher.scores(_gallery_features(gallery), exclude=list(range(n)))
+    same = (labels[:, None] == labels[None, :]) & np.isfinite(ps.cosine)
+    queries = np.flatnonzero(same.any(1))
+    if len(set(labels[queries])) < 2:
+        raise GalleryError(f"{NEED_PAIRS}; this gallery has {len(queries)} such photo(s), so nothing was fitted "
+                           "and the built-in default stays in use")
+    ids = sorted(set(labels))
+    k = min(n_folds, len(ids))
+    fold_of = {ident: f % k for f, ident in enumerate(ids)}
+    fold = np.array([fold_of[x] for x in labels])
+    new_cos = np.full((n, n), -np.inf)
+    new_loc = np.full((n, n), -np.inf) if method != "global" else None
+    meta = gallery.metadata
+    local = gallery.local
+    for f in range(k):
+        keep, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        if not len(keep) or not len(held):
+            continue
+        sub = Gallery.from_embeddings(gallery.embeddings[keep], list(labels[keep]), metadata=meta.iloc[keep],
+                                      backbone=gallery.backbone, local=[local[i] for i in keep] if local else None)
+        m = Matcher(method=method, shortlist=shortlist, calibration=plain).fit(sub)  # type: ignore[arg-type]
+        part = m.scores(_gallery_features(gallery, held))
+        new_cos[np.ix_(held, keep)] = part.cosine
+        if new_loc is not None and part.local is not None:
+            new_loc[np.ix_(held, keep)] = part.local
+    return _Evidence(labels=labels, known=ps, new_cosine=new_cos, new_local=new_loc, queries=queries, fold=fold,
+                     n=n)
+
+
+def _calibrate_fused(ev: _Evidence, *, max_false_match: float | None, shortlist: int) -> Calibration:
+    """Choose between the fused fit, the keypoint-only fit and the built-in default, on held-out folds."""
+    x, y, owner = _query_pairs(ev.known, ev.labels, ev.queries, shortlist=shortlist)
+    default_known, default_new = ev.known_tops(DEFAULT_CALIBRATION), ev.new_tops(DEFAULT_CALIBRATION)
+    if len(ev.queries) < MIN_CALIBRATION_QUERIES or y.all() or not y.any():
+        reason = (f"Kept the built-in default: only {len(ev.queries)} photo(s) have a second photo of the same "
+                  f"individual and flank, and a fit needs at least {MIN_CALIBRATION_QUERIES} (two photos of the "
+                  "same flank are needed per individual).")
+        return _finish(ev, DEFAULT_CALIBRATION, default_known, default_new, method="fused", source="default",
+                       reason=reason, max_false_match=max_false_match, n_pairs=len(y), keep_threshold=True)
+    held = {name: _held_out(ev, x, y, owner, cols, max_false_match) for name, cols in
+            (("fused", [0, 1]), ("local", [1]), ("global", [0]))}
+    single = "local" if held["local"][2] >= held["global"][2] else "global"
+    name = "fused" if held["fused"][2] > held[single][2] else single
+    known_ho, new_ho, auc, err = held[name]
+    d_err = _balanced_error(default_known, default_new, DEFAULT_CALIBRATION.threshold)
+    words = {"fused": "fused fit", "local": "local-only fit", "global": "cosine-only fit"}
+    why = (f"Held-out AUROC: fused {held['fused'][2]:.3f}, keypoints alone {held['local'][2]:.3f}, cosine alone "
+           f"{held['global'][2]:.3f}.")
+    if max_false_match is None and err > d_err:
+        reason = (f"Kept the built-in default: the {words[name]} was worse on held-out individuals (balanced error "
+                  f"{err:.3f}) than the default (P >= 0.5: {d_err:.3f}). {why}")
+        return _finish(ev, DEFAULT_CALIBRATION, default_known, default_new, method="fused", source="default",
+                       reason=reason, max_false_match=None, n_pairs=len(y), keep_threshold=True)
+    cols = {"fused": [0, 1], "local": [1], "global": [0]}[name]
+    cal = _fit_model(x[:, cols], y, cols)
+    reason = f"Chose the {words[name]} on {len(y)} pairs of {len(ev.queries)} photos. {why}"
+    return _finish(ev, cal, known_ho, new_ho, method="fused", source=words[name], reason=reason,
+                   max_false_match=max_false_match, n_pairs=len(y), auroc=auc)
+
+
+def _fit_model(x: np.ndarray, y: np.ndarray, cols: list[int]) -> Calibration:
+    """A logistic on the columns ``cols`` of (cosine, log1p(local)); absent columns get coefficient 0."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000).fit(x, y)
+    coef = [0.0, 0.0]
+    for c, w in zip(cols, lr.coef_[0]):
+        coef[c] = float(w)
+    return Calibration(coef=(coef[0], coef[1]), intercept=float(lr.intercept_[0]))
+
+
+def _held_out(
+    ev: _Evidence, x: np.ndarray, y: np.ndarray, owner: np.ndarray, cols: list[int], max_false_match: float | None
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Cross-fitted by fold: each fold's known and new top scores under a model fitted on the other folds, the
+    pooled AUROC, and the balanced error of thresholds also chosen on the other folds only."""
+    from sklearn.metrics import roc_auc_score
+
+    q_fold = ev.fold[ev.queries]
+    known = np.full(len(ev.queries), -np.inf)
+    new = np.full(ev.n, -np.inf)
+    wrong_known, wrong_new = 0, 0
+    for f in np.unique(ev.fold):
+        train_q = ev.queries[q_fold != f]
+        rows = np.isin(owner, train_q)
+        try:
+            cal = _fit_model(x[rows][:, cols], y[rows], cols) if y[rows].any() and not y[rows].all() else None
+        except ValueError:
+            cal = None
+        cal = cal or DEFAULT_CALIBRATION
+        test_q, test_n = q_fold == f, ev.fold == f
+        known[test_q] = ev.known_tops(cal, ev.queries[test_q])
+        new[test_n] = ev.new_tops(cal, np.flatnonzero(test_n))
+        t = _choose_threshold(ev.known_tops(cal, train_q), ev.new_tops(cal, np.flatnonzero(~test_n)),
+                              max_false_match=max_false_match, default=0.5).threshold
+        wrong_known += int(np.sum(known[test_q] < t))
+        wrong_new += int(np.sum(new[test_n] >= t))
+    err = (wrong_known / max(1, len(known)) + wrong_new / max(1, len(new))) / 2
     y_true = np.r_[np.ones(len(known)), np.zeros(len(new))]
-    s_all = np.r_[known, new]
-    auroc = float(roc_auc_score(y_true, s_all))
-    best_t = _best_threshold(known, new, max_false_match=max_false_match, default=0.5)
-    fnr, fmr = float(np.mean(known < best_t)), float(np.mean(new >= best_t))
-    lo = float(np.quantile(new, 0.5)) if len(new) else best_t
-    hi = float(np.quantile(known, 0.5)) if len(known) else best_t
+    s = np.r_[known, new]
+    s = np.where(np.isfinite(s), s, np.min(s[np.isfinite(s)], initial=0.0) - 1.0)
+    return known, new, float(roc_auc_score(y_true, s)), float(err)
+
+
+def _balanced_error(known: np.ndarray, new: np.ndarray, t: float) -> float:
+    return (float(np.mean(known < t)) + float(np.mean(new >= t))) / 2
+
+
+def _finish(
+    ev: _Evidence, cal: Calibration | None, known: np.ndarray, new: np.ndarray, *, method: str, source: str,
+    reason: str, max_false_match: float | None, n_pairs: int, keep_threshold: bool = False,
+    auroc: float | None = None,
+) -> Calibration:
+    """The Calibration for the chosen model: its threshold (the rule's, or the model's own with
+    ``keep_threshold`` unless ``max_false_match`` asks otherwise), achieved rates, band, and words."""
+    from sklearn.metrics import roc_auc_score
+
+    if keep_threshold and max_false_match is None:
+        assert cal is not None
+        t = cal.threshold
+        choice = ThresholdChoice(t, float(np.mean(known < t)), float(np.mean(new >= t)))
+    else:
+        choice = _choose_threshold(known, new, max_false_match=max_false_match, default=0.5)
+    if max_false_match is not None and choice.all_new:
+        note = (f"No threshold keeps the false-match rate at or below {max_false_match:g} without calling every "
+                "photo of this gallery new: check for one animal filed under two names (leopard-reid audit).")
+        warnings.warn(note, stacklevel=3)
+        reason = f"{reason} {note}".strip()
+    elif source == "default":
+        warnings.warn(reason, stacklevel=3)
+    if auroc is None:
+        s = np.r_[known, new]
+        s = np.where(np.isfinite(s), s, np.min(s[np.isfinite(s)], initial=0.0) - 1.0)
+        auroc = float(roc_auc_score(np.r_[np.ones(len(known)), np.zeros(len(new))], s))
+    finite_new, finite_known = new[np.isfinite(new)], known[np.isfinite(known)]
+    lo = float(np.quantile(finite_new, 0.5)) if len(finite_new) else choice.threshold
+    hi = float(np.quantile(finite_known, 0.5)) if len(finite_known) else choice.threshold
+    base = cal or DEFAULT_CALIBRATION
     return Calibration(
-        coef=coef,
-        intercept=intercept,
-        threshold=best_t,
-        uncertain_band=(min(lo, best_t), max(hi, best_t)),
-        false_new_rate=fnr,
-        false_match_rate=fmr,
-        auroc=auroc,
-        n_pairs=n_pairs,
-        source=f"calibrate(method={method!r}) on {n} exemplars",
-        method=method,
+        coef=base.coef, intercept=base.intercept, threshold=choice.threshold,
+        uncertain_band=(min(lo, choice.threshold), max(hi, choice.threshold)),
+        false_new_rate=choice.false_new_rate, false_match_rate=choice.false_match_rate, auroc=auroc,
+        n_pairs=n_pairs, source=source, method=method,
+        reason=f"{reason} Measured on {len(known)} known and {len(new)} held-out new-animal scores of "
+               f"{ev.n} gallery photos.".strip(),
     )
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A new-individual threshold and the rates it achieves on the scores it was chosen on."""
+
+    threshold: float
+    false_new_rate: float
+    false_match_rate: float
+    all_new: bool = False  # no known score reaches the threshold: every query would be called new
+
+
+def _choose_threshold(
+    known: np.ndarray, new: np.ndarray, *, max_false_match: float | None = None, default: float
+) -> ThresholdChoice:
+    """The new-individual threshold from the top scores of queries whose individual is known and of new ones.
+
+    The whole curve comes from :func:`sklearn.metrics.roc_curve`. Candidates: the lowest finite score, the
+    midpoints between consecutive distinct scores (a clean gap is split down the middle, not placed on a
+    score), and one just above the highest (everything new). The pick has the lowest balanced error, or with
+    ``max_false_match`` the lowest false-new rate among those within it; ties go to the lowest. A query is
+    called known when its score is ``>=`` the threshold; -inf (nothing comparable) is always new.
+    ``default`` when no score is finite.
+    """
+    from sklearn.metrics import roc_curve
+
+    known, new = np.asarray(known, dtype=np.float64), np.asarray(new, dtype=np.float64)
+    s = np.r_[known, new]
+    fin = np.isfinite(s)
+    if not fin.any():
+        return ThresholdChoice(float(default), 1.0 if len(known) else 0.0, 0.0, all_new=bool(len(known)))
+    u = np.unique(s[fin])
+    above = u[-1] + max(1e-6, 1e-6 * abs(u[-1]))
+    cuts = np.r_[u[:1], (u[1:] + u[:-1]) / 2, above]  # cutting at cuts[i] classifies like cutting at u[i]
+    if len(known) and len(new):
+        y = np.r_[np.ones(len(known), bool), np.zeros(len(new), bool)]
+        fpr, tpr, thr = roc_curve(y, np.where(fin, s, u[0] - 1.0), drop_intermediate=False)
+        at = thr >= u[0]  # drop the sentinel standing for -inf
+        pos = np.where(thr[at] > u[-1], len(u), np.searchsorted(u, thr[at]))
+        order = np.argsort(pos)
+        t, fnr, fmr = cuts[pos[order]], 1.0 - tpr[at][order], fpr[at][order]
+    else:  # one kind of score only: count
+        t = cuts
+        fnr = np.array([np.mean(known < c) for c in t]) if len(known) else np.zeros(len(t))
+        fmr = np.array([np.mean(new >= c) for c in t]) if len(new) else np.zeros(len(t))
+    if max_false_match is not None:
+        ok = fmr <= max_false_match + 1e-12
+        k = int(np.flatnonzero(ok)[np.argmin(fnr[ok])]) if ok.any() else len(t) - 1
+    else:
+        k = int(np.argmin((fnr + fmr) / 2))
+    all_new = bool(len(known) and fnr[k] >= 1.0)
+    return ThresholdChoice(float(t[k]), float(fnr[k]), float(fmr[k]), all_new=all_new)
 
 
 def _best_threshold(
     known: np.ndarray, new: np.ndarray, *, max_false_match: float | None = None, default: float
 ) -> float:
-    """The new-individual threshold from the top scores of queries whose individual is known and of new ones.
-
-    Candidates are the lowest finite score and the midpoints between consecutive distinct ones (a clean gap
-    is split down the middle, not placed on a score); the pick has the lowest balanced error, or with
-    ``max_false_match`` the lowest false-new rate among those within it; ties go to the lowest. A query is
-    called known when its score is ``>=`` the threshold. ``default`` when no score is finite. Shared by
-    :func:`calibrate` and :func:`~leopard_reid.evaluate_open_set` so both report the same rule.
-    """
-    known, new = np.asarray(known, dtype=np.float64), np.asarray(new, dtype=np.float64)
-    s_all = np.r_[known, new]
-    u = np.unique(s_all[np.isfinite(s_all)])
-    cands = np.r_[u[:1], (u[1:] + u[:-1]) / 2] if len(u) > 1 else u
-    best_t, best_err = float(cands[0]) if len(cands) else default, math.inf
-    for t in cands:
-        fnr, fmr = float(np.mean(known < t)), float(np.mean(new >= t))
-        if max_false_match is not None:
-            if fmr <= max_false_match and fnr < best_err:
-                best_t, best_err = float(t), fnr
-        elif (fnr + fmr) / 2 < best_err:
-            best_t, best_err = float(t), (fnr + fmr) / 2
-    return best_t
+    """The threshold of :func:`_choose_threshold` (shared by :func:`calibrate` and
+    :func:`~leopard_reid.evaluate_open_set`, so both report the same rule)."""
+    return _choose_threshold(known, new, max_false_match=max_false_match, default=default).threshold
 
 
 def pair_features(

@@ -505,6 +505,26 @@ def fine_tune(
     resume: bool = False,
     callback: Callable[[dict[str, Any], torch.nn.Module], None] | None = None,
 ) -> Path:
+    """Fine-tune ``config.backbone`` on a labelled table and return the checkpoint folder ``out`` (see
+    :func:`_fine_tune`). Seeded by ``config.seed`` on a private copy of torch's random state: the caller's
+    global RNG is the same afterwards as before."""
+    import torch
+
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        return _fine_tune(config, metadata_df, root=root, out=out, val=val, resume=resume, callback=callback)
+
+
+def _fine_tune(
+    config: TrainConfig,
+    metadata_df: pd.DataFrame | str | os.PathLike,
+    *,
+    root: str | os.PathLike | None = None,
+    out: str | os.PathLike = "leopard_reid_model",
+    val: pd.DataFrame | float | None = None,
+    resume: bool = False,
+    callback: Callable[[dict[str, Any], torch.nn.Module], None] | None = None,
+) -> Path:
     """Fine-tune ``config.backbone`` on a labelled table (``path``, ``identity``, optional ``bbox``/``side``)
     and return the checkpoint folder ``out``.
 

@@ -7,7 +7,6 @@ backend when no display is set.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +33,8 @@ __all__ = [
 
 
 def _plt() -> Any:
-    import matplotlib
-
-    if not os.environ.get("DISPLAY") and "inline" not in matplotlib.get_backend().lower():
-        matplotlib.use("Agg", force=False)
+    """pyplot as the user configured it: the backend is never switched here (matplotlib itself falls back to a
+    non-interactive one where no display exists; macOS and Windows need no $DISPLAY)."""
     import matplotlib.pyplot as plt
 
     return plt

@@ -134,8 +134,6 @@ def test_outputs_and_errors(season):
     for p, ident in zip(m["path"], m["identity"]):  # a new individual is never given a known identity
         if truth[p] in ("L-003", "L-004"):
             assert ident.startswith("NEW-")
-    known = [truth[p] == i for p, i in zip(m["path"], m["identity"]) if truth[p] in ("L-001", "L-002")]
-    assert np.mean(known) >= 0.5
 
 
 def test_burst_grouping_and_flank_link(season):
@@ -295,3 +293,148 @@ def test_progress_bars_cover_scoring_and_clustering(season, tmp_path, embedder, 
                embedder=embedder, progress=True, review_images=0)
     err = capsys.readouterr().err
     assert "census: 100%" in err and "clustering new: 100%" in err
+    n = len(season["season"])
+    assert f"census:  {100 // n}%" in err or f"census:   {100 // n}%" in err  # moved after one detection
+
+
+def test_progress_lines_off_a_terminal(season, tmp_path, embedder, capsys, monkeypatch):
+    import leopard_reid.census as census
+
+    monkeypatch.setattr(census, "_tty", lambda: False)
+    run_census(season["md"], gallery=season["gallery"], out=tmp_path / "p", sightings=season["sightings"],
+               embedder=embedder, review_images=0, chunk_size=4)
+    err = capsys.readouterr().err
+    assert "census: 4/" in err and "detections scored" in err and "\r" not in err
+
+
+# ------------------------------------------------------------------------------------------ issue 14: integrity
+def test_known_animals_are_identified(season):
+    m = pd.read_csv(season["out"] / "matches.csv", dtype=str, keep_default_na=False)
+    truth = dict(zip(season["season"]["path"], season["season"]["identity"]))
+    enrolled = [(truth[p], i, d) for p, i, d in zip(m["path"], m["identity"], m["decision"])
+                if truth[p] in ("L-001", "L-002")]
+    # never a wrong name: each is its own identity (known or awaiting review) -- no silent 50 % tolerance
+    assert enrolled and all(ident == t for t, ident, _ in enrolled)
+
+
+def test_rerun_keeps_an_edited_decisions_file_and_reports_unmatched_sightings(season, tmp_path, embedder):
+    out = tmp_path / "again"
+    out.mkdir()
+    edited = "path,bbox,proposed,decision,identity\nx.jpg,,L-001,confirm,L-001\n"
+    (out / "decisions.csv").write_text(edited)
+    sightings = pd.read_csv(season["sightings"], dtype=str)
+    extra = pd.DataFrame({"path": ["L-077/not_in_detections.jpg"], "camera": ["C1"],
+                          "datetime": ["2023-06-01T10:00:00"], "side": ["left"]})
+    pd.concat([sightings, extra]).to_csv(tmp_path / "s.csv", index=False)
+    res = run_census(season["md"], gallery=season["gallery"], out=out, sightings=tmp_path / "s.csv",
+                     embedder=embedder, occasion_days=OCCASION_DAYS, progress=False, review_images=0)
+    assert (out / "decisions.csv").read_text() == edited  # the reviewer's file is untouched
+    assert res.files["decisions"] != out / "decisions.csv" and res.files["decisions"].parent == out
+    assert len(pd.read_csv(res.files["decisions"])) == len(res.detections)
+    assert any("may hold a reviewer's edits" in n for n in res.notes)
+    assert any("1 sightings row(s) match no detection" in n and "not_in_detections" in n for n in res.notes)
+    info = json.loads((out / "census.json").read_text())
+    assert Path(info["root"]) == season["root"].resolve()
+
+
+def test_inputs_are_checked_before_any_detection_is_scored(season, tmp_path, monkeypatch):
+    from leopard_reid.census import CensusError
+    from leopard_reid.embed import Embedder
+
+    def boom(*a, **k):
+        raise AssertionError("scored before the inputs were checked")
+
+    monkeypatch.setattr(Embedder, "describe", boom)
+    cams = pd.DataFrame({"camera": ["C1", "C2"], "x": [0.0, 1.0], "y": [0.0, 0.0], "usage": ["111", "11"]})
+    cases = [
+        ({"cameras": cams}, "usage strings of different lengths"),
+        ({"new_threshold": 3.0}, "off the fused method's scale"),
+        ({"method": "local", "new_threshold": -1.0}, "off the local method's scale"),
+        ({"season_start": "the first full moon"}, "is not a date"),
+        ({"sightings": pd.DataFrame({"path": ["a.jpg"], "datetime": ["05/03/2024 10:00"]})}, "ambiguous"),
+        ({"sightings": pd.DataFrame({"path": ["a.jpg"], "side": ["top"]})}, "unknown side 'top'"),
+    ]
+    for kwargs, reason in cases:
+        with pytest.raises(CensusError, match=reason):
+            run_census(season["md"], gallery=season["gallery"], out=tmp_path / "o", progress=False, **kwargs)
+
+
+def test_date_order_is_explicit():
+    from leopard_reid.census import CensusError, _parse_datetime
+
+    with pytest.raises(CensusError, match="ambiguous"):
+        _parse_datetime("05/03/2024 10:00")
+    assert _parse_datetime("05/03/2024 10:00", "mdy") == datetime(2024, 5, 3, 10, 0)
+    assert _parse_datetime("05/03/2024 10:00", "dmy") == datetime(2024, 3, 5, 10, 0)
+    assert _parse_datetime("25/03/2024") == datetime(2024, 3, 25)  # unambiguous: day first
+    assert _parse_datetime("03/25/2024 08:30:15") == datetime(2024, 3, 25, 8, 30, 15)
+    assert _parse_datetime("2024:03:05 10:00:00") == datetime(2024, 3, 5, 10, 0)  # EXIF
+    assert _parse_datetime("2024-03-05T10:00:00") == datetime(2024, 3, 5, 10, 0)  # ISO
+
+
+def test_missing_station_is_the_camera_itself():
+    from leopard_reid.census import _read_cameras
+
+    cams = _read_cameras(pd.DataFrame({"camera": ["C1", "C2", "C3"], "x": [0, 1, 2], "y": [0, 0, 0],
+                                       "station": [None, "S1", np.nan]}))
+    assert list(cams["station"]) == ["C1", "S1", "C3"]
+
+
+def test_census_that_reads_nothing_says_where_it_looked(season, tmp_path, capsys):
+    from leopard_reid import cli
+
+    code = cli.main(["census", "--detections", str(season["md"]), "--root", str(tmp_path), "--gallery",
+                     str(season["gallery"]), "--out", str(tmp_path / "o")])
+    assert code == cli.EXIT_FAIL
+    err = capsys.readouterr().err
+    assert "could be read" in err and f"looked in {tmp_path}" in err and "--root" in err
+    assert "Traceback" not in err
+
+
+def test_census_options_are_checked_at_parse_time(season, tmp_path, capsys):
+    from leopard_reid import cli
+
+    base = ["census", "--gallery", str(season["gallery"]), "--out", str(tmp_path / "o")]
+    assert cli.main([*base, "--detections", str(tmp_path)]) == cli.EXIT_USAGE  # a folder
+    assert "is a folder" in capsys.readouterr().err
+    for opt, value in (("--min-conf", "1.5"), ("--occasion-days", "0"), ("--batch-size", "0"),
+                       ("--burst-seconds", "-1"), ("--date-order", "ymd")):
+        assert cli.main([*base, "--detections", str(season["md"]), opt, value]) == cli.EXIT_USAGE, opt
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_empty_capture_history_is_an_error(season, tmp_path, capsys):
+    from leopard_reid import cli
+
+    cams = tmp_path / "cams.csv"
+    pd.DataFrame({"camera": ["nowhere-1"], "x": [0.0], "y": [0.0]}).to_csv(cams, index=False)
+    code = cli.main(["census", "--detections", str(season["md"]), "--gallery", str(season["gallery"]),
+                     "--sightings", str(season["sightings"]), "--cameras", str(cams), "--out", str(tmp_path / "o"),
+                     "--review-images", "0"])
+    assert code == cli.EXIT_FAIL
+    err = capsys.readouterr().err
+    assert "has no capture" in err and "missing from the cameras table" in err
+
+
+def test_apply_review_finds_the_photos_the_census_read(season, tmp_path):
+    import shutil
+
+    from leopard_reid.census import apply_review
+
+    gpath = tmp_path / "g.lrg"
+    shutil.copyfile(season["gallery"], gpath)
+    s = apply_review(season["out"] / "decisions.csv", gallery=gpath)  # no root: census.json says where
+    assert s["added"] > 0
+
+
+def test_census_with_a_keypoint_score_threshold_clusters_new_animals(season, tmp_path, embedder):
+    """A local-method threshold is on the keypoint-score scale (> 1): clustering must not get a negative cut."""
+    res = run_census(season["md"], gallery=season["gallery"], out=tmp_path / "local", sightings=season["sightings"],
+                     embedder=embedder, method="local", new_threshold=5.0, progress=False, review_images=0)
+    truth = dict(zip(season["season"]["path"], season["season"]["identity"]))
+    new = res.detections[[truth[p] in ("L-003", "L-004") for p in res.detections["path"]]]
+    assert len(new) and new["identity"].str.startswith("NEW-").all()
+    assert res.counts["new_individuals"] >= 2  # L-003 and L-004 are not one animal
+    from leopard_reid.census import _distance
+
+    assert _distance(np.array([5.0]), "local")[0] > 0

@@ -33,8 +33,8 @@ def run(argv: list[str]) -> int:
 def read_errors(folder: Path) -> dict[str, str]:
     with open(folder / "errors.csv", newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["path", "reason"]
-    return {p: r for p, r in rows[1:]}
+    assert rows[0] == ["path", "reason", "command"]
+    return {p: r for p, r, _ in rows[1:]}
 
 
 def _bomb_png() -> bytes:
@@ -142,7 +142,9 @@ def test_match_global_skips_bad_queries(enrolled, corpus, tmp_path):
     res = pd.read_csv(out)
     top = res[res["rank"] == 1].set_index("query")
     good = [str(q) for q in queries if "good/" in str(q)]
-    assert sorted(top.index) == sorted(good)
+    assert list(top.index) == [str(q) for q in queries]  # every input has its rank-1 row, in input order
+    assert set(top.index[top["decision"] == "unreadable"]) == {str(q) for q in queries if "bad/" in str(q)}
+    assert "empty file" in top.loc[str(corpus / "bad/zero.jpg"), "reason"]
     # an enrolled image finds itself: its identity first, cosine 1
     expected = {"L1_0.png": "L-1", "rotated.jpg": "L-rot", "cmyk.jpg": "L-cmyk", "deep16.png": "L-deep"}
     for q in good:
@@ -178,6 +180,8 @@ def test_default_fused_path(corpus, tmp_path):
     top = res[res["rank"] == 1].set_index("query")
     assert top.loc["good/L1_0.png", "identity"] == "L-1"
     assert top.loc["good/rotated.jpg", "identity"] == "L-rot"
+    assert top.loc["bad/one_pixel.png", "decision"] == "unreadable"
+    top = top.drop(index="bad/one_pixel.png")
     assert (top["decision"] == "match").all()  # the same image: keypoints agree, P(same) high
     assert (top["local"] > 0).all()
     assert list(read_errors(out.parent)) == ["bad/one_pixel.png"]  # named as the CSV names it
@@ -243,3 +247,136 @@ def test_audit_lists_one_photo_filed_under_two_names(corpus, tmp_path, capsys):
     pairs = pd.read_csv(out)
     assert len(pairs) == 1 and {pairs.at[0, "identity_a"], pairs.at[0, "identity_b"]} == {"A", "B"}
     assert "1 pair(s)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- issue 14: a newcomer's path
+def test_bad_options_are_usage_errors_without_traceback(corpus, tmp_path, capsys):
+    for argv in (["match", "a.jpg", "--gallery", "g", "--top-k", "0"],
+                 ["match", "a.jpg", "--gallery", "g", "--top-k", "-3"],
+                 ["match", "a.jpg", "--gallery", tmp_path],  # a folder
+                 ["calibrate", "--gallery", "g", "--max-false-match", "1.5"],
+                 ["enroll", "--metadata", "m.csv", "--out", "g", "--batch-size", "0"],
+                 ["audit", "--metadata", "m.csv", "--limit", "0"],
+                 ["synth", "--out", tmp_path / "s", "--individuals", "0"]):
+        assert run(argv) == EXIT_USAGE, argv
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "must be at least 1, not 0" in err and "is a folder" in err
+
+
+def test_help_shows_every_default(capsys):
+    assert run(["match", "--help"]) == EXIT_OK
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 5)" in text and "(default: fused)" in text and "(default: 32)" in text
+
+
+def test_enroll_dedups_by_path_and_bbox(corpus, tmp_path, capsys):
+    out = tmp_path / "g.safetensors"
+    (tmp_path / "a.csv").write_text('path,identity,bbox\ngood/L0_0.png,A,"[0, 0, 100, 100]"\n')
+    assert run(["enroll", "--metadata", tmp_path / "a.csv", "--root", corpus, "--out", out, "--no-local"]) == EXIT_OK
+    (tmp_path / "b.csv").write_text('path,identity,bbox\ngood/L0_0.png,A,"[0, 0, 100, 100]"\n'
+                                    'good/L0_0.png,B,"[90, 40, 100, 100]"\n')  # a second animal in the frame
+    assert run(["enroll", "--metadata", tmp_path / "b.csv", "--root", corpus, "--out", out, "--no-local"]) == EXIT_OK
+    g = Gallery.load(out)
+    assert sorted(g.labels) == ["A", "B"] and "1 photo(s) (same path and bbox) already in" in capsys.readouterr().err
+
+
+def test_one_commands_errors_csv_survives_another(corpus, tmp_path):
+    (tmp_path / "m.csv").write_text("path,identity\ngood/L0_0.png,A\nbad/zero.jpg,B\n")
+    out = tmp_path / "g.safetensors"
+    code = run(["enroll", "--metadata", tmp_path / "m.csv", "--root", corpus, "--out", out, "--no-local"])
+    assert code == EXIT_SKIPPED
+    code = run(["match", corpus / "good/L0_0.png", "--gallery", out, "--method", "global",
+                "--out", tmp_path / "r.csv"])
+    assert code == EXIT_OK
+    assert list(read_errors(tmp_path)) == ["bad/zero.jpg"]  # match had no errors and left enroll's alone
+
+
+def test_evaluate_with_nothing_to_evaluate_is_exit_1(corpus, tmp_path, capsys):
+    (tmp_path / "one.csv").write_text("path,identity\ngood/L0_0.png,A\ngood/L1_0.png,B\n")
+    code = run(["evaluate", "--metadata", tmp_path / "one.csv", "--root", corpus, "--method", "global"])
+    assert code == EXIT_FAIL
+    assert "nothing to evaluate" in capsys.readouterr().err
+
+
+def test_evaluate_and_audit_exit_3_when_they_skipped_images(corpus, tmp_path, capsys):
+    (tmp_path / "m.csv").write_text("path,identity\ngood/L0_0.png,A\ngood/cmyk.jpg,A\ngood/L1_0.png,B\n"
+                                    "good/deep16.png,B\nbad/zero.jpg,B\n")
+    args = ["--metadata", tmp_path / "m.csv", "--root", corpus, "--method", "global"]
+    assert run(["evaluate", *args]) == EXIT_SKIPPED
+    assert run(["audit", *args, "--out", tmp_path / "p.csv"]) == EXIT_SKIPPED
+    capsys.readouterr()
+
+
+def test_backbone_without_weights_fails_at_once_naming_gallery_and_backbone(corpus, tmp_path, capsys):
+    import time
+
+    g = Gallery.from_embeddings(np.eye(3), ["a", "b", "c"], backbone="resnet18", weights_sha256="f" * 16)
+    g.save(tmp_path / "r.safetensors")
+    t0 = time.perf_counter()
+    code = run(["match", corpus / "good/L0_0.png", "--gallery", tmp_path / "r.safetensors", "--method", "global"])
+    assert code == EXIT_FAIL and time.perf_counter() - t0 < 20
+    err = capsys.readouterr().err
+    assert "r.safetensors was built with backbone 'resnet18'" in err and "timm.create_model('resnet18'" in err
+
+
+def test_calibrate_local_then_default_match_accepts_known_photos(population, tmp_path, capsys):
+    root, meta = population
+    meta.to_csv(tmp_path / "all.csv", index=False)
+    out = tmp_path / "g.safetensors"
+    assert run(["enroll", "--metadata", tmp_path / "all.csv", "--root", root, "--out", out]) == EXIT_OK
+    assert run(["calibrate", "--gallery", out, "--method", "local"]) == EXIT_OK
+    said = capsys.readouterr().err
+    assert "local method" in said and "Expected on individuals held out" in said
+    code = run(["match", *[root / p for p in meta["path"].head(4)], "--gallery", out, "--out", tmp_path / "m.csv"])
+    assert code == EXIT_OK
+    top = pd.read_csv(tmp_path / "m.csv").query("rank == 1")
+    assert (top["decision"] == "match").all() and (top["score"] <= 1).all()
+
+
+def test_synth_season_runs_through_census_and_apply_review(tmp_path, capsys, monkeypatch):
+    """The newcomer's path: synth --season, enroll, census, apply-review from another folder, no extra flags."""
+    s = tmp_path / "s"
+    assert run(["synth", "--out", s, "--season", "--individuals", "4", "--sightings", "4", "--seed", "2"]) == EXIT_OK
+    g = s / "gallery.safetensors"
+    assert run(["enroll", "--metadata", s / "known.csv", "--out", g]) == EXIT_OK
+    code = run(["census", "--detections", s / "md.json", "--gallery", g, "--sightings", s / "sightings.csv",
+                "--cameras", s / "cameras.csv", "--out", s / "census", "--review-images", "0"])
+    assert code == EXIT_OK
+    m = pd.read_csv(s / "census" / "matches.csv")
+    assert len(m) and (m["decision"] == "known").any() and m["identity"].str.startswith("NEW-").any()
+    monkeypatch.chdir(tmp_path)  # anywhere: the census recorded where its photos are
+    assert run(["census", "apply-review", s / "census" / "decisions.csv", "--gallery", g]) == EXIT_OK
+    assert len(Gallery.load(g)) > len(pd.read_csv(s / "known.csv"))
+    capsys.readouterr()
+
+
+def test_one_line_per_skipped_file(corpus, tmp_path, capsys):
+    import warnings
+
+    (tmp_path / "m.csv").write_text("path,identity\ngood/L0_0.png,A\nbad/zero.jpg,B\nbad/text.jpg,C\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # as outside pytest
+        code = run(["enroll", "--metadata", tmp_path / "m.csv", "--root", corpus, "--out", tmp_path / "g.safetensors",
+                    "--no-local"])
+    assert code == EXIT_SKIPPED
+    err = capsys.readouterr().err
+    assert err.count("bad/zero.jpg") == 1 and err.count("bad/text.jpg") == 1
+    assert "UserWarning" not in err and "warnings.warn" not in err
+
+
+def test_every_option_has_help():
+    import argparse
+
+    from leopard_reid.cli import build_parser
+
+    def parsers(p):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    if name != "train":  # the training command has its own owner
+                        yield name, sub
+                        yield from parsers(sub)
+
+    missing = [f"{name} {a.option_strings[0]}" for name, sub in parsers(build_parser()) for a in sub._actions
+               if a.option_strings and a.help is None]
+    assert missing == []

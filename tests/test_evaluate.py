@@ -36,7 +36,8 @@ def test_evaluate_synthetic_methods(population, embedder):
     res = {m: lr.evaluate(meta, method=m, root=root, features=feats) for m in ("global", "local", "fused")}
     for r in res.values():
         assert r.n_queries == len(meta) and r.n_identities == 8
-        assert 0 <= r.top1 <= r.top5 <= 1 and len(r.cmc) == 8 and r.cmc[-1] == 1.0
+        assert len(r.cmc) == 8 and r.cmc[0] == r.top1 and r.cmc[4] == r.top5
+        assert (np.diff(r.cmc) >= 0).all() and r.mAP == pytest.approx(r.per_query["ap"].mean())
     assert res["fused"].top1 >= 0.9 and res["local"].top1 >= 0.9
     assert res["fused"].top1 > res["global"].top1
     json.dumps(res["fused"].to_dict())
@@ -74,7 +75,9 @@ def test_open_set_and_calibrate_pick_the_same_threshold():
 def test_leopardtrails_default_method_beats_keypoint_baseline(leopardtrails, embedder):
     r = lr.evaluate(leopardtrails / "metadata.csv", embedder=embedder)
     assert r.n_queries == 28
-    assert r.top1 >= 0.80  # the target of issue 4; plain RootSIFT ratio counting reaches 0.46-0.50
+    # measured 0.857 (24 of 28 queries); 0.80 lets exactly one more query miss (23 of 28): a gate on the
+    # target of issue 4, not on the measurement (plain RootSIFT ratio counting reaches 0.46-0.50)
+    assert r.top1 >= 0.80
 
 
 def test_suspect_duplicates_finds_an_animal_filed_under_two_names(population, embedder):

@@ -549,3 +549,28 @@ def test_search_refuses_bad_queries():
         g.search(np.full((1, 4), np.nan))
     with pytest.raises(GalleryError, match="empty"):
         Gallery().search(np.ones((1, 4)))
+
+
+def test_an_internal_bug_is_not_reported_as_a_damaged_file(tmp_path, monkeypatch):
+    g = tiny_gallery()
+    g.save(tmp_path / "g.safetensors")
+    g.save(tmp_path / "g.safetensors")  # a .bak exists: the message must not send the user to it
+
+    def broken(cls, manifest, arrays):
+        raise AttributeError("'NoneType' object has no attribute 'x'")
+
+    monkeypatch.setattr(Gallery, "_from_parts", classmethod(broken))
+    with pytest.raises(GalleryError) as info:
+        Gallery.load(tmp_path / "g.safetensors")
+    msg = str(info.value)
+    assert "intact" in msg and "bug" in msg and "AttributeError" in msg
+    assert "damaged" not in msg and ".bak" not in msg
+
+
+def test_calibrations_are_kept_per_method(tmp_path):
+    g = tiny_gallery()
+    g.calibration = {"coef": [2.0, 4.5], "intercept": -9.0, "threshold": 3.5, "method": "local"}
+    g.save(tmp_path / "g.safetensors")
+    back = Gallery.load(tmp_path / "g.safetensors")
+    assert back.calibration["threshold"] == 0.5  # the fused one of tiny_gallery, untouched
+    assert back.calibration_for("local")["threshold"] == 3.5

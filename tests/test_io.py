@@ -445,8 +445,23 @@ def test_dataframe_input_uses_row_numbers_and_handles_missing_cells():
     msg = str(info.value)
     assert "row 1: empty path" in msg and "row 2: duplicate path 'a.jpg' (first on row 0)" in msg
     assert "row 1: empty identity" in msg and "row 2: empty identity" in msg
-    records = as_records(pd.DataFrame({"path": ["a.jpg"], "bbox": ["bad"], "side": ["L"]}), root="/r")
+    records = as_records(pd.DataFrame({"path": ["a.jpg"], "bbox": [None], "side": ["L"]}), root="/r")
     assert records[0].source == Path("/r/a.jpg") and records[0].bbox is None and records[0].side == "left"
+    # a raw DataFrame's bad box or side is reported as read_metadata reports it, never read as the whole frame
+    with pytest.raises(MetadataError, match="row 0: bbox 'bad'"):
+        as_records(pd.DataFrame({"path": ["a.jpg"], "bbox": ["bad"], "side": ["L"]}), root="/r")
+    with pytest.raises(MetadataError, match="row 0: unknown side 'up'"):
+        as_records(pd.DataFrame({"path": ["a.jpg"], "side": ["up"]}))
+
+
+def test_one_photo_may_hold_two_animals_but_not_the_same_box_twice():
+    df = pd.DataFrame({"path": ["a.jpg", "a.jpg", "a.jpg"], "bbox": ["[0, 0, 40, 40]", "[50, 0, 40, 40]",
+                                                                       "[0, 0, 40, 40]"]})
+    with pytest.raises(MetadataError) as info:
+        read_metadata(df)
+    assert "row 2: duplicate path 'a.jpg' with bbox [0, 0, 40, 40] (first on row 0)" in str(info.value)
+    assert "row 1" not in str(info.value)
+    assert len(read_metadata(df.head(2))) == 2
 
 
 safe_text = st.text(

@@ -154,11 +154,15 @@ def test_cli_evaluate_with_checkpoint(trained: tuple[Path, object], tiny: tuple[
     folder, _ = trained
     root, _ = tiny
     csv = str(root / "metadata.csv")
+    results = []
     for ckpt in (folder, folder / "model.safetensors"):
         capsys.readouterr()
         assert main(["evaluate", "--method", "global", "--checkpoint", str(ckpt), "--metadata", csv, "--json"]) == 0
         result = json.loads(capsys.readouterr().out)
-        assert result["method"] == "global" and result["n_images"] == 12 and 0 <= result["top1"] <= 1
+        # 4 leopards x 3 photos: two of one flank each, so 8 leave-one-out queries
+        assert result["method"] == "global" and result["n_images"] == 12 and result["n_queries"] == 8
+        results.append({k: v for k, v in result.items() if k != "seconds"})
+    assert results[0] == results[1]  # the folder and its weights file are one model
 
 
 def test_resume_continues_from_last_epoch(tiny: tuple[Path, object], tmp_path: Path) -> None:
@@ -210,3 +214,11 @@ def test_import_is_cheap() -> None:
     code = "import sys, leopard_reid.train; print(sorted(set(sys.modules) & {'torch', 'timm', 'matplotlib'}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_fine_tune_leaves_the_global_torch_rng_alone(tiny: tuple[Path, object], tmp_path: Path) -> None:
+    root, df = tiny
+    torch.manual_seed(1234)
+    before = torch.get_rng_state().clone()
+    fine_tune(TrainConfig(**TINY), df, root=root, out=tmp_path / "ft", val=0)
+    assert torch.equal(torch.get_rng_state(), before)
