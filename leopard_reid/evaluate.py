@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .calibration import DEFAULT_CALIBRATION, Calibration, _query_pairs, choose_threshold, fit_fusion
+from .calibration import DEFAULT_CALIBRATION, Calibration, choose_threshold, select_fusion
 from .gallery import Gallery
 from .io import read_metadata
 from .match import DEFAULT_METHOD, Matcher, Method, PairScores, _check_method
@@ -133,26 +133,23 @@ def leave_one_out_scores(
 
 
 def _cross_fitted_fusion(ps: PairScores, labels: np.ndarray, queries: np.ndarray, n_folds: int = 5) -> np.ndarray:
-    """Fused scores where each query's fusion was fitted on the other queries' identities only.
+    """Fused scores where each query's fusion was chosen and fitted on the other queries' identities only.
 
-    The fusion weights are learned from labelled pairs (as ``calibrate`` does on a gallery), but never from
-    the query's own individual, so the leave-one-out figure stays honest. The pairs are built once for all
-    queries; each fold fits on the rows of its training queries. Falls back to the default calibration
-    when a fold lacks same- or different-individual pairs.
+    Per fold, :func:`~leopard_reid.calibration.select_fusion` picks fused, local alone or global alone by
+    cross-validated top-1 on the training identities and fits it (monotone), so the leave-one-out figure
+    stays honest and the fusion is not worse than its better input. Falls back to the default calibration
+    when a fold's training queries lack same- or different-individual pairs.
     """
     final = ps.final.copy()
     ids = sorted(set(labels[queries]))
     fold_of = {ident: k % n_folds for k, ident in enumerate(ids)}
     folds = np.array([fold_of[labels[q]] for q in queries])
-    x, y, owner = _query_pairs(ps, labels, queries)
     for k in range(n_folds):
         test, train = queries[folds == k], queries[folds != k]
         if not len(test):
             continue
-        rows = np.isin(owner, train)
         try:
-            coef, intercept = fit_fusion(x[rows], y[rows])
-            cal = Calibration(coef=coef, intercept=intercept)
+            cal = select_fusion(ps, labels, train)
         except ValueError:
             cal = DEFAULT_CALIBRATION
         final[test] = cal.fuse(ps.cosine[test], ps.local[test])
