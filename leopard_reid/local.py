@@ -138,6 +138,7 @@ def extract_features(
     max_tilt: float = 2.0,
     clahe: bool = False,
     upright: bool = False,
+    foreground: bool = False,
 ) -> LocalFeatures:
     """RootSIFT keypoints of an (already cropped) image.
 
@@ -159,6 +160,10 @@ def extract_features(
     levels = _tilt_levels(max_tilt)
     if upright and levels > 0:
         raise ValueError("upright=True needs max_tilt=1 (orientation-free keypoints in tilted views are undefined)")
+    if foreground and mask is None:
+        from .foreground import foreground_mask
+
+        mask = foreground_mask(image)
     gray = _to_gray(image)
     height, width = gray.shape
     if min(width, height) < 1 or max_keypoints <= 0:
@@ -567,7 +572,6 @@ def _verify_matches(
     )
 
 
-_LNBNN_UNIT = 0.25  # a large LNBNN margin between unit RootSIFT descriptors (PCA space), weighted ~1
 _DUP_FRACTION = 0.01  # inliers closer than this (x the image's long side) in either image are one spot
 
 
@@ -652,7 +656,6 @@ class LocalMatcher:
         angle_tol: float = 30.0,
         min_inliers: int = 4,
         verification: bool = True,
-        inlier_weight: str = "ratio",
         normalise: bool = True,
         exact_limit: int = 0,
         pca_dim: int | None = 64,
@@ -671,9 +674,6 @@ class LocalMatcher:
         self.angle_tol = float(angle_tol)
         self.min_inliers = int(min_inliers)
         self.verification = bool(verification)
-        if inlier_weight not in ("ratio", "lnbnn"):
-            raise ValueError(f"inlier_weight must be 'ratio' or 'lnbnn', not {inlier_weight!r}")
-        self.inlier_weight = inlier_weight
         self.normalise = bool(normalise)
         self.exact_limit = int(exact_limit)
         self.pca_dim = None if pca_dim is None else int(pca_dim)
@@ -757,9 +757,8 @@ class LocalMatcher:
 
     def _lnbnn(
         self, idx: np.ndarray, dist: np.ndarray, qcount: np.ndarray, exclude: Sequence[int | None]
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per-query LNBNN votes per exemplar from kNN rows (grouped per query by qcount), and per query
-        descriptor its normalising distance ``d_(k+1)`` (NaN where fewer than two neighbours are usable)."""
+    ) -> list[np.ndarray]:
+        """Per-query LNBNN votes per exemplar from kNN rows (grouped per query by qcount)."""
         n_ex = self.n_exemplars
         k = self.k
         out = []
@@ -769,9 +768,8 @@ class LocalMatcher:
             rows_d = dist[start : start + nq]
             start += nq
             votes = np.zeros(n_ex, np.float64)
-            dnorm_all = np.full(nq, np.nan)
             if nq == 0 or rows_i.shape[1] == 0:
-                out.append((votes, dnorm_all))
+                out.append(votes)
                 continue
             owner = self.owner_[rows_i]
             valid = rows_i >= 0
@@ -785,13 +783,12 @@ class LocalMatcher:
             nvalid = valid.sum(1)
             usable = nvalid >= 2
             if not usable.any():
-                out.append((votes, dnorm_all))
+                out.append(votes)
                 continue
             owner, d, nvalid = owner[usable], d[usable], nvalid[usable]
             kk = min(k, d.shape[1] - 1)
             norm_col = np.minimum(nvalid - 1, kk)
             dnorm = d[np.arange(len(d)), norm_col]
-            dnorm_all[usable] = dnorm
             w = dnorm[:, None] - d[:, :kk]
             w[np.arange(kk)[None, :] >= norm_col[:, None]] = 0.0
             np.maximum(w, 0.0, out=w)
@@ -808,32 +805,28 @@ class LocalMatcher:
             np.add.at(votes, o.ravel()[sel], wf[sel])
             if self.normalise:
                 votes /= np.sqrt(np.maximum(self.n_keypoints_, 1))
-            out.append((votes, dnorm_all))
+            out.append(votes)
         return out
 
     def lnbnn_many(
         self, queries: Sequence[LocalFeatures], *, exclude: Sequence[int | None] | None = None
     ) -> np.ndarray:
         """(n_q, n_exemplars) LNBNN votes (divided by sqrt(keypoints) if ``normalise``), one batched search."""
-        votes = [v for v, _ in self._lnbnn_batch(list(queries), exclude)]
-        return np.stack(votes) if votes else np.zeros((0, self.n_exemplars))
-
-    def _lnbnn_batch(
-        self, queries: list[LocalFeatures], exclude: Sequence[int | None] | None
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(votes, per-descriptor normalising distance) of each query, one batched index search."""
         self._check_fitted()
+        queries = list(queries)
         exclude = [None] * len(queries) if exclude is None else list(exclude)
         if len(exclude) != len(queries):
             raise ValueError("exclude and queries differ in length")
         qcount = np.array([len(q) for q in queries], np.int64)
         if len(self.owner_) == 0 or qcount.sum() == 0:
-            return [(np.zeros(self.n_exemplars), np.full(len(q), np.nan)) for q in queries]
+            return np.zeros((len(queries), self.n_exemplars))
         # extra neighbours so that an excluded exemplar's own descriptors can be skipped
-        extra = self.k + 1 if any(e is not None for e in exclude) else 0
+        extra = 0
+        if any(e is not None for e in exclude):
+            extra = self.k + 1
         desc = np.concatenate([q.descriptors for q in queries])
         idx, dist = self._knn(desc, self.k + 1 + extra)
-        return self._lnbnn(idx, dist, qcount, exclude)
+        return np.stack(self._lnbnn(idx, dist, qcount, exclude)) if queries else np.zeros((0, self.n_exemplars))
 
     # -- scoring -----------------------------------------------------------------------------------------
 
@@ -848,12 +841,7 @@ class LocalMatcher:
         return np.array(sorted(set(int(c) for c in chosen)), np.int64)
 
     def _final(
-        self,
-        query: LocalFeatures,
-        votes: np.ndarray,
-        exclude: int | None,
-        candidates: Sequence[int] | None,
-        dnorm: np.ndarray | None = None,
+        self, query: LocalFeatures, votes: np.ndarray, exclude: int | None, candidates: Sequence[int] | None
     ) -> np.ndarray:
         s = votes / (votes.max() + 1e-9) if votes.size else votes.copy()
         if exclude is not None and 0 <= exclude < len(s):
@@ -861,14 +849,10 @@ class LocalMatcher:
         if not self.verification or len(query) == 0:
             return s
         qf = _as_float(query.descriptors)
-        qp = self._project(qf) if self.inlier_weight == "lnbnn" and dnorm is not None else None
         with threadpool_limits(1):
             for j in self._shortlist(votes, exclude, candidates):
                 cf = _as_float(self.features_[j].descriptors)
                 qi, ci, w = _ratio_matches(qf, cf, self.ratio, False)
-                if qp is not None and len(qi):  # correspondences of common texture carry no evidence
-                    w = self._distinctiveness(qp[qi], self._project(cf[ci]), dnorm[qi])
-                    qi, ci, w = qi[w > 0], ci[w > 0], w[w > 0]
                 v = _verify_matches(
                     query,
                     self.features_[j],
@@ -884,17 +868,6 @@ class LocalMatcher:
                     s[j] += 1.0 + v.score
         return s
 
-    @staticmethod
-    def _distinctiveness(q: np.ndarray, c: np.ndarray, dnorm: np.ndarray) -> np.ndarray:
-        """LNBNN weight of each correspondence: how much closer its candidate descriptor is than the query
-        descriptor's normalising gallery neighbour (``d_(k+1) - d``), scaled so a perfect match of a descriptor
-        whose gallery neighbours are all far away counts about 1, like the ratio-test weight. Texture found
-        in many gallery images (a camera's background, a watermark) has close neighbours everywhere and
-        weighs about 0."""
-        d = np.sqrt(np.maximum(((q - c) ** 2).sum(1), 0.0)).astype(np.float64)
-        w = np.nan_to_num(dnorm, nan=0.0) - d
-        return np.maximum(w, 0.0) / _LNBNN_UNIT
-
     def score(
         self,
         query: LocalFeatures,
@@ -907,8 +880,8 @@ class LocalMatcher:
         ``exclude``: exemplar index ignored entirely (its descriptors do not vote; its score is -1), for
         leave-one-out.  ``candidates``: extra exemplars to verify besides the LNBNN shortlist.
         """
-        (votes, dnorm), = self._lnbnn_batch([query], [exclude])
-        return self._final(query, votes, exclude, candidates, dnorm)
+        votes = self.lnbnn_many([query], exclude=[exclude])[0]
+        return self._final(query, votes, exclude, candidates)
 
     def score_many(
         self,
@@ -921,10 +894,10 @@ class LocalMatcher:
         queries = list(queries)
         exclude = [None] * len(queries) if exclude is None else list(exclude)
         candidates = [None] * len(queries) if candidates is None else list(candidates)
-        batch = self._lnbnn_batch(queries, exclude)
+        votes = self.lnbnn_many(queries, exclude=exclude)
         out = np.zeros((len(queries), self.n_exemplars), np.float64)
-        for i, (q, (votes, dnorm)) in enumerate(zip(queries, batch)):
-            out[i] = self._final(q, votes, exclude[i], candidates[i], dnorm)
+        for i, q in enumerate(queries):
+            out[i] = self._final(q, votes[i], exclude[i], candidates[i])
         return out
 
     def _check_fitted(self) -> None:
