@@ -37,8 +37,8 @@ _EXPORTS: dict[str, str] = {
     "verify": "local",
     "match": "match",
     "Matcher": "match",
-    "calibrate": "match",
-    "Calibration": "match",
+    "calibrate": "calibration",
+    "Calibration": "calibration",
     "evaluate": "evaluate",
     "Evaluation": "evaluate",
     "evaluate_open_set": "evaluate",
@@ -52,7 +52,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         if name in {"synthetic", "viz", "census", "train", "local", "io", "cli", "backbones", "embed",
-                    "gallery", "match", "evaluate", "cache", "demo", "exports"}:
+                    "gallery", "match", "evaluate", "cache", "demo", "exports", "calibration", "review",
+                    "synthetic_wild", "distributed", "foreground"}:
             return importlib.import_module(f".{name}", __name__)
         raise AttributeError(f"module 'leopard_reid' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{module}", __name__), name)
@@ -83,9 +84,10 @@ sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:
     from .backbones import create_backbone
+    from .calibration import Calibration, calibrate
     from .embed import Embedder, Features
     from .evaluate import Evaluation, evaluate, evaluate_open_set, suspect_duplicates
     from .gallery import Gallery, GalleryError
     from .io import ImageError, MetadataError, load_image, read_metadata
     from .local import LocalFeatures, LocalMatcher, extract_features, verify
-    from .match import Calibration, Matcher, calibrate, match
+    from .match import Matcher, match

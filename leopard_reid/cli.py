@@ -411,8 +411,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibrate
     from .gallery import Gallery
-    from .match import calibrate
 
     gallery = Gallery.load(args.gallery)
     with warnings.catch_warnings():

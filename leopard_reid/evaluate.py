@@ -17,20 +17,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .calibration import DEFAULT_CALIBRATION, Calibration, choose_threshold, select_fusion
 from .gallery import Gallery
 from .io import read_metadata
-from .match import (
-    DEFAULT_CALIBRATION,
-    DEFAULT_METHOD,
-    Calibration,
-    Matcher,
-    Method,
-    PairScores,
-    _best_threshold,
-    _check_method,
-    _query_pairs,
-    fit_fusion,
-)
+from .match import DEFAULT_METHOD, Matcher, Method, PairScores, _check_method
 
 if TYPE_CHECKING:
     from .embed import Embedder, Features
@@ -143,26 +133,23 @@ def leave_one_out_scores(
 
 
 def _cross_fitted_fusion(ps: PairScores, labels: np.ndarray, queries: np.ndarray, n_folds: int = 5) -> np.ndarray:
-    """Fused scores where each query's fusion was fitted on the other queries' identities only.
+    """Fused scores where each query's fusion was chosen and fitted on the other queries' identities only.
 
-    The fusion weights are learned from labelled pairs (as ``calibrate`` does on a gallery), but never from
-    the query's own individual, so the leave-one-out figure stays honest. The pairs are built once for all
-    queries; each fold fits on the rows of its training queries. Falls back to the default calibration
-    when a fold lacks same- or different-individual pairs.
+    Per fold, :func:`~leopard_reid.calibration.select_fusion` picks fused, local alone or global alone by
+    cross-validated top-1 on the training identities and fits it (monotone), so the leave-one-out figure
+    stays honest and the fusion is not worse than its better input. Falls back to the default calibration
+    when a fold's training queries lack same- or different-individual pairs.
     """
     final = ps.final.copy()
     ids = sorted(set(labels[queries]))
     fold_of = {ident: k % n_folds for k, ident in enumerate(ids)}
     folds = np.array([fold_of[labels[q]] for q in queries])
-    x, y, owner = _query_pairs(ps, labels, queries)
     for k in range(n_folds):
         test, train = queries[folds == k], queries[folds != k]
         if not len(test):
             continue
-        rows = np.isin(owner, train)
         try:
-            coef, intercept = fit_fusion(x[rows], y[rows])
-            cal = Calibration(coef=coef, intercept=intercept)
+            cal = select_fusion(ps, labels, train)
         except ValueError:
             cal = DEFAULT_CALIBRATION
         final[test] = cal.fuse(ps.cosine[test], ps.local[test])
@@ -410,7 +397,7 @@ def evaluate_open_set(
     auroc = float(roc_auc_score(is_known, top)) if is_known.any() and (~is_known).any() else float("nan")
     thr = threshold if threshold is not None else matcher.threshold(None)
     if thr is None:  # no calibrated threshold for this method: the balanced-error one (calibrate's rule)
-        thr = _best_threshold(top[is_known], top[~is_known], default=0.0)
+        thr = choose_threshold(top[is_known], top[~is_known], default=0.0).threshold
     return OpenSetEvaluation(
         method=method,
         split=split,

@@ -129,6 +129,7 @@ def root_sift(descriptors: np.ndarray) -> np.ndarray:
 
 def extract_features(
     image: Image.Image | np.ndarray,
+    mask: np.ndarray | None = None,
     *,
     max_keypoints: int = 1000,
     max_side: int = 800,
@@ -137,6 +138,7 @@ def extract_features(
     max_tilt: float = 2.0,
     clahe: bool = False,
     upright: bool = False,
+    foreground: bool = False,
 ) -> LocalFeatures:
     """RootSIFT keypoints of an (already cropped) image.
 
@@ -151,12 +153,17 @@ def extract_features(
     plain SIFT.
     ``clahe=True`` equalises contrast first and ``upright=True`` drops keypoint orientation (plain SIFT
     only); both measured worse on leopardtrails, so both are off by default.  Keypoints are returned in the
-    input image's pixel frame; at most ``max_keypoints`` strongest (by detector response) are kept.  A
-    blank or tiny image gives empty features.
+    input image's pixel frame: the ``max_keypoints`` strongest (by detector response) of the photo as taken,
+    and with affine views up to ``max_keypoints`` more: the strongest over all views, less duplicates.  A blank or tiny
+    image gives empty features.
     """
     levels = _tilt_levels(max_tilt)
     if upright and levels > 0:
         raise ValueError("upright=True needs max_tilt=1 (orientation-free keypoints in tilted views are undefined)")
+    if foreground and mask is None:
+        from .foreground import foreground_mask
+
+        mask = foreground_mask(image)
     gray = _to_gray(image)
     height, width = gray.shape
     if min(width, height) < 1 or max_keypoints <= 0:
@@ -173,13 +180,13 @@ def extract_features(
         work, sx, sy = gray, 1.0, 1.0
     if clahe:
         work = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(work)
+    work_mask = _work_mask(mask, (height, width), work.shape)
     if levels > 0:
-        kps, desc = _affine_detect(work, levels, int(max_keypoints), float(contrast_threshold))
+        kps, desc = _affine_detect(work, levels, int(max_keypoints), float(contrast_threshold), work_mask)
     else:
-        kps, desc = _sift_detect(work, int(max_keypoints), float(contrast_threshold), upright)
+        kps, desc = _sift_detect(work, int(max_keypoints), float(contrast_threshold), upright, work_mask)
     if desc is None or len(kps) == 0:
         return _empty_features((width, height))
-    kps, desc = kps[:max_keypoints], desc[:max_keypoints]
     kp = np.array([(k.pt[0], k.pt[1], k.size, k.angle) for k in kps], np.float32).reshape(-1, 4)
     # cv2 pixel centres: x_in = (x_work + 0.5) / s - 0.5
     kp[:, 0] = (kp[:, 0] + 0.5) / sx - 0.5
@@ -221,44 +228,73 @@ def _affine_views(levels: int) -> int:
     return views
 
 
-def _sift_detect(work: np.ndarray, max_keypoints: int, contrast_threshold: float, upright: bool) -> tuple:
-    """Plain SIFT keypoints and descriptors of ``work`` (at most ``max_keypoints``, strongest first)."""
+def _work_mask(mask: np.ndarray | None, shape: tuple[int, int], work_shape: tuple[int, ...]) -> np.ndarray | None:
+    """``mask`` (non-zero where keypoints may lie, the input image's size) as uint8 at the working size."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.shape[:2] != tuple(shape):
+        raise ValueError(f"mask has shape {mask.shape[:2]}, the image {tuple(shape)}")
+    m = (mask.reshape(mask.shape[:2]) > 0).astype(np.uint8) * 255
+    if m.shape != tuple(work_shape[:2]):
+        m = cv2.resize(m, (work_shape[1], work_shape[0]), interpolation=cv2.INTER_NEAREST)
+    return m
+
+
+def _sift_detect(
+    work: np.ndarray, max_keypoints: int, contrast_threshold: float, upright: bool, mask: np.ndarray | None = None
+) -> tuple:
+    """Plain SIFT keypoints and descriptors of ``work`` (at most ``max_keypoints``, strongest first), only
+    where ``mask`` is non-zero when given."""
     sift = cv2.SIFT_create(nfeatures=max_keypoints, contrastThreshold=contrast_threshold)
     if not upright:
-        return sift.detectAndCompute(work, None)
+        kps, desc = sift.detectAndCompute(work, mask)
+        return (kps[:max_keypoints], desc[:max_keypoints]) if desc is not None else ((), None)
     # gravity-vector assumption: drop the dominant orientation (duplicates differ only in angle)
     seen: set[tuple[float, float, float]] = set()
     up = []
-    for k in sift.detect(work, None):
+    for k in sift.detect(work, mask):
         key = (round(k.pt[0], 2), round(k.pt[1], 2), round(k.size, 2))
         if key not in seen:
             seen.add(key)
             up.append(cv2.KeyPoint(k.pt[0], k.pt[1], k.size, 0.0, k.response, k.octave, k.class_id))
-    return sift.compute(work, up) if up else ((), None)
+    if not up:
+        return (), None
+    kps, desc = sift.compute(work, up)
+    return kps[:max_keypoints], desc[:max_keypoints]
 
 
-def _affine_detect(work: np.ndarray, levels: int, max_keypoints: int, contrast_threshold: float) -> tuple:
-    """ASIFT keypoints and descriptors of ``work``, the ``max_keypoints`` strongest over all views.
+def _affine_detect(
+    work: np.ndarray, levels: int, max_keypoints: int, contrast_threshold: float, mask: np.ndarray | None = None
+) -> tuple:
+    """ASIFT keypoints (the ``max_keypoints`` strongest over the photo and its affine-tilted views) together
+    with the photo's own ``max_keypoints`` strongest; duplicates dropped, the photo's first.
 
-    Each view keeps its own strongest ``2 * max_keypoints / views`` (SIFT's ``nfeatures``), so descriptors are
-    computed for a few thousand keypoints rather than the tens of thousands a textured coat gives: half the
-    time at equal matching accuracy on leopardtrails. The sort is stable, so the result is deterministic.
+    Within ASIFT each view keeps its strongest ``2 * max_keypoints / views`` (OpenCV's ``AffineFeature``
+    with SIFT's ``nfeatures``), so on whole-animal photos, where coat and scene give far more keypoints than
+    the budget, the view as taken kept only a fifth of it; giving it back its whole budget raised
+    leave-one-out top-1 on Pilanesberg from 0.74 to 0.88 and on leopardtrails from 0.86 to 0.89. Stable
+    sorts: deterministic.
     """
+    kps, desc = _sift_detect(work, max_keypoints, contrast_threshold, False, mask)
+    kps = list(kps) if desc is not None else []
     per_view = int(np.ceil(2.0 * max_keypoints / _affine_views(levels)))
     backend = cv2.SIFT_create(nfeatures=per_view, contrastThreshold=contrast_threshold)
     asift = cv2.AffineFeature_create(backend, maxTilt=levels, rotateStepBase=_ROTATION_STEP)
-    kps, desc = asift.detectAndCompute(work, None)
-    if desc is None or len(kps) == 0:
-        return (), None
+    tkps, tdesc = asift.detectAndCompute(work, mask)
+    if tdesc is None or len(tkps) == 0:
+        return (kps, desc) if kps else ((), None)
     # SIFT drops keypoints within 5 px of its image's border, but a tilted view's border is not the crop's:
     # drop those at the crop's edge too (they describe the cut, and match the cut of any other crop)
     h, w = work.shape[:2]
     b = _SIFT_BORDER
-    inside = [i for i, k in enumerate(kps) if b <= k.pt[0] <= w - 1 - b and b <= k.pt[1] <= h - 1 - b]
-    if not inside:
-        return (), None
-    order = sorted(inside, key=lambda i: -kps[i].response)[:max_keypoints]  # stable: deterministic
-    return [kps[i] for i in order], desc[order]
+    inside = [i for i, k in enumerate(tkps) if b <= k.pt[0] <= w - 1 - b and b <= k.pt[1] <= h - 1 - b]
+    order = sorted(inside, key=lambda i: -tkps[i].response)[:max_keypoints]  # stable: deterministic
+    frontal = {(k.pt, k.size) for k in kps}  # ASIFT's untilted view repeats these exactly
+    order = [i for i in order if (tkps[i].pt, tkps[i].size) not in frontal]
+    if not kps:
+        return ([tkps[i] for i in order], tdesc[order]) if order else ((), None)
+    return kps + [tkps[i] for i in order], np.concatenate([desc, tdesc[order]])
 
 
 def pack_features(features: Sequence[LocalFeatures]) -> dict[str, np.ndarray]:

@@ -131,10 +131,33 @@ def test_affine_views_match_a_foreshortened_photo() -> None:
 def test_affine_extraction_is_deterministic_and_capped() -> None:
     img = spot_pattern(31, size=(400, 300))
     a, b = extract_features(img, max_keypoints=250), extract_features(img, max_keypoints=250)
-    assert len(a) == 250  # many views, the strongest kept
+    plain = extract_features(img, max_keypoints=250, max_tilt=1)
+    assert len(plain) == 250
+    assert 250 < len(a) <= 500  # the photo's own 250, and at most as many again from the tilted views
     assert np.array_equal(a.keypoints, b.keypoints) and np.array_equal(a.descriptors, b.descriptors)
     assert (a.points >= -0.5).all() and (a.points[:, 0] <= 400).all() and (a.points[:, 1] <= 300).all()
-    assert len(extract_features(img, max_tilt=1)) < len(extract_features(img))  # the views add keypoints
+
+
+def test_the_photo_as_taken_keeps_its_whole_keypoint_budget() -> None:
+    """ASIFT's views share no budget with the photo itself: its strongest keypoints all stay, first."""
+    img = spot_pattern(32, size=(640, 480), n_spots=400)
+    plain = extract_features(img, max_keypoints=300, max_tilt=1)
+    affine = extract_features(img, max_keypoints=300)
+    assert np.array_equal(affine.keypoints[:300], plain.keypoints)
+    assert np.array_equal(affine.descriptors[:300], plain.descriptors)
+    extra = affine.keypoints[300:]
+    assert len(extra) > 50 and not ({tuple(k[:3]) for k in extra} & {tuple(k[:3]) for k in plain.keypoints})
+
+
+@pytest.mark.parametrize("max_tilt", [1.0, 2.0])
+def test_a_mask_keeps_keypoints_inside_it(max_tilt: float) -> None:
+    img = spot_pattern(33, size=(400, 300))
+    mask = np.zeros((300, 400), np.uint8)
+    mask[:, 200:] = 1
+    f = extract_features(img, mask, max_tilt=max_tilt)
+    assert len(f) > 50 and (f.points[:, 0] >= 200 - 3).all()  # SIFT's support may straddle the edge by a pixel
+    with pytest.raises(ValueError, match="mask has shape"):
+        extract_features(img, mask[:100])
 
 
 def test_extractor_options() -> None:

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 import leopard_reid as lr
-from leopard_reid.match import Calibration, Matcher, _best_threshold, _calibration_evidence, _choose_threshold
+from leopard_reid.calibration import Calibration, _calibration_evidence, _gallery_features
+from leopard_reid.calibration import choose_threshold as _choose_threshold
+from leopard_reid.match import Matcher
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +179,6 @@ def test_max_false_match_zero_with_one_animal_under_two_names(full_gallery):
     a, b = np.flatnonzero(labels == "L-001b")[0], np.flatnonzero((labels == "L-001") & (meta["side"] ==
                                                                                          meta["side"].iat[0]))[0]
     m = Matcher(calibration=Calibration(coef=cal.coef, intercept=cal.intercept)).fit(g)
-    from leopard_reid.match import _gallery_features
 
     p = m.scores(_gallery_features(g, np.array([a])), exclude=[a]).final[0, b]
     assert p >= 0.5 and cal.threshold > p
@@ -191,7 +192,6 @@ def test_new_animal_scores_come_from_a_gallery_without_the_individual(full_galle
     ids = sorted(set(labels))
     fold = np.array([ids.index(x) % 5 for x in labels])
     expected = np.empty(len(g))
-    from leopard_reid.match import _gallery_features
 
     for f in range(5):
         keep, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
@@ -240,11 +240,11 @@ def test_probability_is_monotone():
 
 def test_threshold_rule_splits_a_clean_gap_and_honours_max_false_match():
     known, new = np.array([0.6, 0.9, 0.7]), np.array([0.1, 0.4, 0.2, -np.inf])
-    assert _best_threshold(known, new, default=0.5) == pytest.approx(0.5)  # midway, not on a score
+    assert _choose_threshold(known, new, default=0.5).threshold == pytest.approx(0.5)  # midway, not on a score
     known, new = np.array([0.3, 0.6, 0.9]), np.array([0.2, 0.5, 0.8])
-    assert _best_threshold(known, new, default=0.5) == pytest.approx(0.25)  # balanced-error ties go low
-    assert _best_threshold(known, new, max_false_match=0.0, default=0.5) == pytest.approx(0.85)
-    assert _best_threshold(np.array([-np.inf]), np.zeros(0), default=0.5) == 0.5
+    assert _choose_threshold(known, new, default=0.5).threshold == pytest.approx(0.25)  # balanced-error ties go low
+    assert _choose_threshold(known, new, max_false_match=0.0, default=0.5).threshold == pytest.approx(0.85)
+    assert _choose_threshold(np.array([-np.inf]), np.zeros(0), default=0.5).threshold == 0.5
 
 
 # ---------------------------------------------------------------- item 3 and "the match a pipeline calls"
@@ -308,7 +308,7 @@ def test_gallery_add_reads_sides_like_read_metadata():
 def test_a_fit_worse_than_the_default_on_held_out_folds_is_kept_off(full_gallery, monkeypatch):
     import importlib
 
-    m = importlib.import_module("leopard_reid.match")  # the module (lr.match is the function)
+    m = importlib.import_module("leopard_reid.calibration")
     real = m._held_out
 
     def worse(*args, **kwargs):
