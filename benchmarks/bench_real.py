@@ -53,11 +53,11 @@ def baseline(meta: pd.DataFrame, root: Path) -> dict[str, float]:
             "n": len(queries), "sec": time.perf_counter() - t0}
 
 
-def run_set(name: str, csv: Path, *, embedder: lr.Embedder) -> list[dict]:
+def run_set(name: str, csv: Path, *, embedder: lr.Embedder, local: bool | dict = True) -> list[dict]:
     meta = lr.read_metadata(csv, require=("path", "identity"))
     root = csv.parent
     t0 = time.perf_counter()
-    feats = embedder.describe(meta, root=root, local=True, on_error="skip")
+    feats = embedder.describe(meta, root=root, local=local, on_error="skip")
     t_describe = time.perf_counter() - t0
     rows = []
     for method in METHODS:
@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--pilanesberg", type=Path, default=None, help="folder with metadata.csv (path,identity)")
     ap.add_argument("--wild-seeds", type=int, nargs="*", default=[0], help="synthetic wild-mode sets to generate")
     ap.add_argument("--wild-individuals", type=int, default=30)
+    ap.add_argument("--foreground", action="store_true", help="keypoints only on the animal's foreground map")
     args = ap.parse_args()
 
     embedder = lr.Embedder()
@@ -92,7 +93,7 @@ def main() -> None:
     rows = []
     for name, csv in sets:
         print(f"... {name}", file=sys.stderr, flush=True)
-        rows += run_set(name, csv, embedder=embedder)
+        rows += run_set(name, csv, embedder=embedder, local={"foreground": True} if args.foreground else True)
     table = pd.DataFrame(rows)
     pd.set_option("display.width", 160)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

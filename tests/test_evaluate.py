@@ -104,3 +104,15 @@ def test_leopardtrails_audit_lists_cross_catalogue_codes(leopardtrails, embedder
     pairs = lr.suspect_duplicates(leopardtrails / "metadata.csv", embedder=embedder)
     assert len(pairs) >= 3
     assert all(a != b for a, b in zip(pairs["identity_a"], pairs["identity_b"]))
+
+
+def test_the_default_is_not_below_its_better_input_on_wild_photos(tmp_path, embedder):
+    """Synthetic wild photos (shared trap backgrounds, watermarks, mixed views), where the CNN's cosine
+    misleads: the default method ranks at least as well as the better of its two inputs."""
+    meta = lr.synthetic.generate(tmp_path, wild=True, n_individuals=8, sightings_per_individual=3, seed=5)
+    meta = meta[["path", "identity"]]
+    feats = embedder.describe(meta, root=tmp_path, local=True)
+    res = {m: lr.evaluate(meta, method=m, root=tmp_path, features=feats) for m in ("global", "local", "fused")}
+    assert res["local"].top1 > res["global"].top1
+    assert res["fused"].top1 >= max(res["local"].top1, res["global"].top1)
+    assert res["fused"].mAP >= res["local"].mAP - 0.02

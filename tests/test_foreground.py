@@ -27,7 +27,8 @@ def wild(tmp_path_factory) -> tuple[Path, pd.DataFrame, dict[str, tuple]]:
     feats = {}
     for path in truth["path"]:
         img = np.asarray(Image.open(out / path).convert("RGB"))
-        feats[path] = (extract_features(img, max_tilt=1), extract_features(img, max_tilt=1, foreground=True))
+        feats[path] = (extract_features(img, max_tilt=1, foreground=False),
+                       extract_features(img, max_tilt=1, foreground=True))
     return out, truth, feats
 
 
