@@ -282,16 +282,3 @@ def captures(
              + cams + ")", loud=True)
     return Captures(t.reset_index(drop=True), k, effort, notes)
 
-
-def _usage_text(effort: pd.DataFrame, occasion_days: float, *, spaced: bool) -> tuple[dict[str, str], bool]:
-    """secr usage per camera: 0/1 codes when every occasion is fully on or off, else days separated by blanks.
-
-    ``spaced`` separates 0/1 codes too: they then read the same with ``binary.usage = FALSE``, which a
-    multi-session file needs as soon as one session holds days."""
-    vals = effort.to_numpy()
-    binary = bool(((vals == 0) | (abs(vals - occasion_days) < 1e-6)).all())
-    if binary:
-        sep = " " if spaced else ""
-        return {c: sep.join("1" if v > 0 else "0" for v in row) for c, row in zip(effort.index, vals)}, True
-    return {c: " ".join(f"{v:g}" for v in row) for c, row in zip(effort.index, vals)}, False
-
