@@ -91,3 +91,12 @@ def test_building_a_foreground_loads_no_model_and_options_are_kept() -> None:
     img[30:90, 60:140] = (200, 150, 90)
     mask = fg(img)
     assert mask.shape == (120, 200) and "_model" in vars(fg)
+
+
+def test_an_animal_filling_the_frame_keeps_the_whole_photo(wild) -> None:
+    out, truth, _ = wild
+    img = Image.open(out / truth["path"].iloc[0])
+    partial = Foreground(max_cover=1.0)(img)
+    assert 0.05 < partial.mean() < 1.0
+    whole = Foreground(max_cover=partial.mean() - 0.05)(img)  # the mask now counts as "fills the frame"
+    assert whole.all()
