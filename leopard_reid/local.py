@@ -279,8 +279,8 @@ def _affine_detect(
     Within ASIFT each view keeps its strongest ``2 * max_keypoints / views`` (OpenCV's ``AffineFeature``
     with SIFT's ``nfeatures``), so on whole-animal photos, where coat and scene give far more keypoints than
     the budget, the view as taken kept only a fifth of it; giving it back its whole budget raised
-    leave-one-out top-1 on Pilanesberg from 0.74 to 0.88 and on leopardtrails from 0.86 to 0.89. Stable
-    sorts: deterministic.
+    leave-one-out top-1 on Pilanesberg from 0.74 to 0.88 (dev harness; 0.765 to 0.853 in bench_real), with
+    leopardtrails unchanged at 0.857 (top-5 0.893 to 0.929). Stable sorts: deterministic.
     """
     kps, desc = _sift_detect(work, max_keypoints, contrast_threshold, False, mask)
     kps = list(kps) if desc is not None else []
