@@ -1,6 +1,7 @@
 """The development benchmark for matching defaults: every set, every method, and a plain baseline, in one run.
 
     .venv/bin/python benchmarks/bench_real.py [--pilanesberg DIR] [--leopardtrails DIR] [--wild-seeds 0 1]
+        [--foreground unboxed|true|false]
 
 Sets (each skipped when absent):
 
@@ -75,7 +76,9 @@ def main() -> None:
     ap.add_argument("--pilanesberg", type=Path, default=None, help="folder with metadata.csv (path,identity)")
     ap.add_argument("--wild-seeds", type=int, nargs="*", default=[0], help="synthetic wild-mode sets to generate")
     ap.add_argument("--wild-individuals", type=int, default=30)
-    ap.add_argument("--foreground", action="store_true", help="keypoints only on the animal's foreground map")
+    ap.add_argument("--foreground", choices=("unboxed", "true", "false"), default="unboxed",
+                    help="keypoints only on the animal's foreground map: for photos without a box (the library's "
+                         "default), for every photo, or never")
     args = ap.parse_args()
 
     embedder = lr.Embedder()
@@ -90,10 +93,11 @@ def main() -> None:
         out = Path(tmp.name) / f"wild{seed}"
         generate(out, n_individuals=args.wild_individuals, seed=seed, wild=True)
         sets.append((f"wild-{seed}", out / "metadata.csv"))
+    local = {"foreground": {"true": True, "false": False}.get(args.foreground, args.foreground)}
     rows = []
     for name, csv in sets:
         print(f"... {name}", file=sys.stderr, flush=True)
-        rows += run_set(name, csv, embedder=embedder, local={"foreground": True} if args.foreground else True)
+        rows += run_set(name, csv, embedder=embedder, local=local)
     table = pd.DataFrame(rows)
     pd.set_option("display.width", 160)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

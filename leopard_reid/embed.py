@@ -68,9 +68,9 @@ class _Dataset:
         tensor = self.transform(img) if self.transform is not None else None
         feats = None
         if self.local is not None:
-            from .local import extract_features
+            from .local import extract_features, options_for_image
 
-            feats = extract_features(img, **self.local)
+            feats = extract_features(img, **options_for_image(self.local, boxed=rec.bbox is not None))
         return i, tensor, feats, None
 
 

@@ -138,18 +138,21 @@ def extract_features(
     max_tilt: float = 2.0,
     clahe: bool = False,
     upright: bool = False,
-    foreground: bool = False,
+    foreground: bool | str = "unboxed",
 ) -> LocalFeatures:
     """RootSIFT keypoints of an (already cropped) image.
 
-    ``foreground=True`` keeps only keypoints inside the animal's foreground map
+    ``foreground`` keeps only keypoints inside the animal's foreground map
     (:func:`~leopard_reid.foreground.foreground_mask`: the embedded classifier's big-cat activation map),
     unless the animal fills the frame; ``mask`` (non-zero where keypoints may lie, the image's size) gives
     one instead. Two animals photographed at one camera share its background and a photographer's watermark
-    recurs on all their photos; masked, neither can outvote the coat: on the synthetic wild sets leave-one-out
-    top-1 rose from 0.51 to 0.76 and 0.77 to 0.83, real Pilanesberg and leopardtrails unchanged. It is off by
-    default because on the synthetic coat crops it cost 2 of 32 queries (the map misses cartoon coats); turn
-    it on for whole-scene photos without boxes (``local={"foreground": True}`` in ``describe``).
+    recurs on all their photos; masked, neither can outvote the coat. ``True`` masks every image, ``False``
+    none, and the default ``"unboxed"`` masks the photos that come without a detector box: an image given
+    here directly is masked, while :meth:`Embedder.describe` leaves a photo cropped to its ``bbox`` whole
+    (the detector has already found the animal, and on crops the coarse map only ever cuts coat: on the
+    synthetic coat crops masking them cost 2 of 32 queries). Measured with ``benchmarks/bench_real.py``,
+    leave-one-out top-1 against no mask: synthetic wild sets 0.51 -> 0.76 and 0.77 -> 0.83, Pilanesberg
+    0.85 -> 0.88, leopardtrails unchanged (its crops fill the frame).
     The image is converted to greyscale, resized so its short side is at least ``min_side`` (tiny crops
     of 35 px give almost no keypoints otherwise) and its long side at most ``max_side`` (speed).
     ``max_tilt >= sqrt(2)`` also detects keypoints in affine-simulated views of the crop (ASIFT: tilts
@@ -164,6 +167,7 @@ def extract_features(
     blank or tiny image gives empty features.
     """
     levels = _tilt_levels(max_tilt)
+    use_foreground = _wants_foreground(foreground)
     if upright and levels > 0:
         raise ValueError("upright=True needs max_tilt=1 (orientation-free keypoints in tilted views are undefined)")
     gray = _to_gray(image)
@@ -173,7 +177,7 @@ def extract_features(
     scale = _working_scale(width, height, max_side, min_side)
     if min(width, height) * scale < _MIN_USABLE_SIDE:
         return _empty_features((width, height))
-    if foreground and mask is None:
+    if use_foreground and mask is None:
         from .foreground import foreground_mask
 
         mask = foreground_mask(image)
@@ -214,6 +218,21 @@ def extractor_options(options: Mapping[str, Any] | None = None) -> dict[str, Any
     if unknown:
         raise TypeError(f"unknown keypoint option(s) {', '.join(unknown)}; known: {', '.join(defaults)}")
     return {**defaults, **(options or {})}
+
+
+def options_for_image(options: Mapping[str, Any], *, boxed: bool) -> dict[str, Any]:
+    """``options`` for one image: ``foreground="unboxed"`` becomes ``not boxed`` (a detector crop stays whole)."""
+    if options.get("foreground") == "unboxed":
+        return {**options, "foreground": not boxed}
+    return dict(options)
+
+
+def _wants_foreground(foreground: bool | str) -> bool:
+    if isinstance(foreground, str):
+        if foreground != "unboxed":
+            raise ValueError(f"foreground must be True, False or 'unboxed', not {foreground!r}")
+        return True
+    return bool(foreground)
 
 
 _SIFT_BORDER = 5  # px: OpenCV's SIFT_IMG_BORDER
@@ -638,11 +657,17 @@ class LocalMatcher:
         ratio, threshold, scale_tol, angle_tol, min_inliers: passed to :func:`verify`.
         verification: False ranks by the LNBNN vote alone.
         seed: seeds OpenCV's RNG before building the randomised kd-trees (results are reproducible).
+        support: with ``labels`` given to :meth:`fit`, each exemplar's score gains this fraction of the
+            verification score of the best *other* verified exemplar of its identity. HotSpotter pools votes
+            per name, not per photo: a second photo of the same animal that also verifies is evidence, and an
+            identity ranked by its best exemplar alone ignores it (``benchmarks/bench_real.py``: synthetic
+            wild top-1 +3 and +1 of 150 queries, Pilanesberg and leopardtrails unchanged). 0 turns it off.
 
     Score scale returned by :meth:`score` (higher = more similar, float64)::
 
         verified (>= min_inliers inliers):  score = 1 + verification.score + lnbnn / (lnbnn_max + 1e-9)
         otherwise:                          score =                          lnbnn / (lnbnn_max + 1e-9)
+        then, with labels:                  score += support * (best other same-identity verification.score)
 
     ``lnbnn`` is the exemplar's (normalised) LNBNN vote (>= 0) and ``lnbnn_max`` the largest vote for that
     query, so an unverified exemplar scores in [0, 1] and a verified one above 1 (its
@@ -667,6 +692,7 @@ class LocalMatcher:
         pca_dim: int | None = 64,
         n_jobs: int | None = None,
         seed: int = 0,
+        support: float = 0.5,
     ) -> None:
         if k < 1:
             raise ValueError("k must be >= 1")
@@ -685,6 +711,7 @@ class LocalMatcher:
         self.pca_dim = None if pca_dim is None else int(pca_dim)
         self.n_jobs = n_jobs
         self.seed = int(seed)
+        self.support = float(support)
 
     # -- fitting -----------------------------------------------------------------------------------------
 
@@ -695,6 +722,7 @@ class LocalMatcher:
             raise ValueError("labels and features differ in length")
         self.features_ = features
         self.labels_ = None if labels is None else np.asarray([str(x) for x in labels])
+        self.identity_codes_ = None if labels is None else np.unique(self.labels_, return_inverse=True)[1]
         counts = np.array([len(f) for f in features], np.int64)
         self.offsets_ = np.zeros(len(features) + 1, np.int64)
         np.cumsum(counts, out=self.offsets_[1:])
@@ -854,6 +882,7 @@ class LocalMatcher:
             s[exclude] = -1.0
         if not self.verification or len(query) == 0:
             return s
+        verified = np.zeros(len(s))
         qf = _as_float(query.descriptors)
         with threadpool_limits(1):
             for j in self._shortlist(votes, exclude, candidates):
@@ -872,7 +901,27 @@ class LocalMatcher:
                 )
                 if v.n_inliers:
                     s[j] += 1.0 + v.score
+                    verified[j] = v.score
+        s = self._supported(s, verified)
+        if exclude is not None and 0 <= exclude < len(s):
+            s[exclude] = -1.0  # excluded: no support either
         return s
+
+    def _supported(self, s: np.ndarray, verified: np.ndarray) -> np.ndarray:
+        """Add ``support`` x the best verification score among each exemplar's *other* same-identity exemplars."""
+        if self.identity_codes_ is None or self.support == 0 or not verified.any():
+            return s
+        codes, idx = self.identity_codes_, np.arange(len(verified))
+        best = np.zeros(codes.max() + 1)
+        np.maximum.at(best, codes, verified)
+        holder = np.full(len(best), len(idx))  # per identity: its first exemplar with the best score
+        at_best = verified == best[codes]
+        np.minimum.at(holder, codes[at_best], idx[at_best])
+        mine = idx == holder[codes]
+        second = np.zeros_like(best)
+        np.maximum.at(second, codes, np.where(mine, 0.0, verified))
+        other = np.where(mine, second[codes], best[codes])
+        return s + self.support * other
 
     def score(
         self,

@@ -100,3 +100,24 @@ def test_an_animal_filling_the_frame_keeps_the_whole_photo(wild) -> None:
     assert 0.05 < partial.mean() < 1.0
     whole = Foreground(max_cover=partial.mean() - 0.05)(img)  # the mask now counts as "fills the frame"
     assert whole.all()
+
+
+def test_describe_masks_photos_without_a_box_and_leaves_detector_crops_whole(wild) -> None:
+    """The default ``foreground="unboxed"``: a detector box already says where the animal is."""
+    from leopard_reid import Embedder
+
+    out, truth, feats = wild
+    path = truth["path"].iloc[0]
+    w, h = Image.open(out / path).size
+    meta = pd.DataFrame({"path": [path, path], "bbox": [None, [0, 0, w, h]]})  # the box is the whole photo
+    described = Embedder(progress=False, num_workers=0).describe(meta, root=out, local={"max_tilt": 1})
+    unboxed, boxed = described.local
+    plain, masked = feats[path]
+    assert len(masked) < len(plain)  # the map leaves part of this scene out
+    np.testing.assert_array_equal(unboxed.points, masked.points)
+    np.testing.assert_array_equal(boxed.points, plain.points)
+
+
+def test_an_unknown_foreground_option_is_refused() -> None:
+    with pytest.raises(ValueError, match="foreground must be"):
+        extract_features(np.zeros((80, 80, 3), np.uint8) + 100, foreground="boxed")

@@ -235,6 +235,26 @@ def test_matcher_exclude_and_candidates(gallery) -> None:
     assert with_c[5] > 1.0 and int(np.argmax(with_c)) == 5
 
 
+def test_a_second_verified_photo_of_an_identity_supports_its_first(gallery) -> None:
+    """support: each exemplar gains half the verification score of its identity's best other verified one."""
+    feats, labels, queries = gallery
+    ex = feats + queries[:4]  # leo0..leo3 get a second photo
+    names = labels + labels[:4]
+    query = extract_features(warp(spot_pattern(102), angle=-15.0, scale=0.8, seed=9))  # a third photo of leo2
+    alone = LocalMatcher(support=0.0).fit(ex, names).score(query)
+    votes = LocalMatcher(verification=False).fit(ex, names).score(query)
+    verified = np.where(alone > 1.0, alone - 1.0 - votes, 0.0)  # each exemplar's verification score
+    assert verified[2] > 0 and verified[len(feats) + 2] > 0  # both photos of leo2 verify
+    supported = LocalMatcher().fit(ex, names).score(query)
+    names = np.array(names)
+    for j in range(len(ex)):
+        others = (names == names[j]) & (np.arange(len(ex)) != j)
+        np.testing.assert_allclose(supported[j], alone[j] + 0.5 * verified[others].max(initial=0.0), atol=1e-9)
+    assert names[int(np.argmax(supported))] == "leo2"
+    # without labels there is no identity to pool over
+    np.testing.assert_array_equal(LocalMatcher().fit(ex).score(query), LocalMatcher(support=0).fit(ex).score(query))
+
+
 def test_matcher_empty_query_and_unfitted(gallery) -> None:
     feats, labels, _ = gallery
     with pytest.raises(RuntimeError):

@@ -101,7 +101,8 @@ class Pictures:
         if q is not None:
             from ..local import extract_features
 
-            f = extract_features(q)
+            # a detection crop is already the animal (as in describe: foreground="unboxed")
+            f = extract_features(q, foreground=not _has_box(self.meta["bbox"].iat[i]))
         return self._remember(self._feats, i, f)
 
     # -- what review_rows asks for
@@ -147,3 +148,7 @@ class Pictures:
             return str(table_.items[0][0])
         except Exception:  # noqa: BLE001 - see docstring
             return None
+
+
+def _has_box(bbox: Any) -> bool:
+    return bbox is not None and not (isinstance(bbox, float) and bbox != bbox)  # NaN: no box
