@@ -439,3 +439,18 @@ def test_census_with_a_keypoint_score_threshold_clusters_new_animals(season, tmp
     from leopard_reid.census.identities import _distance
 
     assert _distance(np.array([5.0]), "local")[0] > 0
+
+
+def test_census_options_are_run_census_keyword_arguments():
+    """CensusOptions holds run_census's settings under the same names and defaults (the signature is the API)."""
+    import dataclasses
+    import inspect
+
+    from leopard_reid.census import CensusOptions
+
+    params = inspect.signature(run_census).parameters
+    settings = {k: p.default for k, p in params.items() if k not in ("detections", "gallery", "out", "embedder",
+                                                                     "client")}
+    assert {f.name: f.default for f in dataclasses.fields(CensusOptions)} == settings
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        CensusOptions().method = "local"  # type: ignore[misc]

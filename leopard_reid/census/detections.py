@@ -28,6 +28,7 @@ _LIST_CATEGORIES = {"0": "animal", "1": "person", "2": "vehicle"}  # list layout
 
 
 def norm_path(p: str) -> str:
+    """A relative image path as the census compares it: forward slashes, no leading ``./``."""
     p = str(p).replace("\\", "/")
     while p.startswith("./"):
         p = p[2:]

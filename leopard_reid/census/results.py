@@ -22,10 +22,9 @@ MATCH_COLUMNS = [
     "path", "bbox", "camera", "datetime", "side", "identity", "score", "decision", "candidates",
     "conf", "burst", "occasion", "flank_link",
 ]
-
-
 #: Required columns of ``decisions.csv`` (``side``, ``camera``, ``datetime`` follow, for the gallery).
 DECISION_COLUMNS = ["path", "bbox", "proposed", "decision", "identity"]
+#: Prefix of the provisional names of new individuals (``NEW-0001``...).
 NEW_PREFIX = "NEW-"
 
 
