@@ -136,7 +136,7 @@ def bench_census(folder: Path, individuals: int, sightings: int, client) -> dict
     emb = Embedder(progress=False)
     gpath = folder / "gallery.lrg"
     Gallery.build(emb, pd.read_csv(f["known"]), root=folder).save(gpath)
-    import leopard_reid.census as census_mod
+    import leopard_reid.census.scoring as census_mod  # where the census looks its unit of work up
     import leopard_reid.distributed as dist_mod
 
     kw = {"sightings": f["sightings"], "cameras": f["cameras"], "embedder": emb, "progress": False}
@@ -151,15 +151,15 @@ def bench_census(folder: Path, individuals: int, sightings: int, client) -> dict
                 spent[name] += time.perf_counter() - t
         return wrapper
 
-    score_chunk, census_scores = census_mod._score_chunk, dist_mod.census_scores
-    census_mod._score_chunk = clocked(score_chunk, "one")
+    score_chunk, census_scores = census_mod.score_chunk, dist_mod.census_scores
+    census_mod.score_chunk = clocked(score_chunk, "one")
     dist_mod.census_scores = clocked(census_scores, "dask")
     try:
         one, t_one = _timed(lambda: run_census(f["detections"], gallery=gpath, out=folder / "one", **kw))
         dist, t_dask = _timed(lambda: run_census(f["detections"], gallery=gpath, out=folder / "dask",
                                                  client=client, **kw))
     finally:
-        census_mod._score_chunk, dist_mod.census_scores = score_chunk, census_scores
+        census_mod.score_chunk, dist_mod.census_scores = score_chunk, census_scores
     def text(path: Path) -> str | None:
         return path.read_text() if path.exists() else None
 

@@ -305,10 +305,10 @@ def _same(obj: Any) -> Any:
 
 
 def _census_task(spec: dict[str, Any], gallery: Any, method: str, thr: float, records: list[Record]) -> ChunkScores:
-    from .census import _score_chunk
+    from .census.scoring import score_chunk
 
     matcher, groups = _worker_matcher(gallery, method)
-    return _score_chunk(_worker_embedder(spec), matcher, groups, thr, records)
+    return score_chunk(_worker_embedder(spec), matcher, groups, thr, records)
 
 
 def census_scores(

@@ -59,7 +59,7 @@ def test_list_layout_pixel_corner_boxes(tmp_path):
     assert len(dets) == 1 and dets[0]["box_format"] == "px_xyxy" and dets[0]["conf"] == pytest.approx(0.93)
     assert [e.path for e in errors] == ["cam1/IMG_3.jpg"]
     assert counts == {"images": 3, "failed": 1, "low_conf": 1, "other_category": 1, "animal": 1}
-    from leopard_reid.census import _pixel_box
+    from leopard_reid.census.detections import _pixel_box
 
     assert _pixel_box(dets[0]["box"], "px_xyxy", (1280, 720)) == (102, 88, 439, 383)
     assert _pixel_box([0.5, 0.5, 0.25, 0.5], "norm_xywh", (1000, 600)) == (500, 300, 250, 300)
@@ -155,7 +155,7 @@ def test_burst_grouping_and_flank_link(season):
 
 
 def test_paired_bursts_skip_ambiguous_visits():
-    from leopard_reid.census import _paired_bursts
+    from leopard_reid.census.grouping import _paired_bursts
 
     # detections 0 (burst 0, left) and 1 (burst 1, right) seen together; 2 and 3 belong to bursts 2 and 3
     assert _paired_bursts([{1}, {0}, set(), set()], [0, 1, 2, 3]) == [(0, 1)]
@@ -166,7 +166,7 @@ def test_paired_bursts_skip_ambiguous_visits():
 
 
 def test_link_flanks_merges_new_and_proposes_known_other_flank():
-    from leopard_reid.census import _link_flanks
+    from leopard_reid.census.grouping import _link_flanks
 
     # bursts 0..4 unmatched in clusters 0..3 (bursts 3 and 4 already clustered together); burst 9 known L-7
     cluster_of = {0: 0, 1: 1, 2: 2, 3: 3, 4: 3}
@@ -298,7 +298,7 @@ def test_progress_bars_cover_scoring_and_clustering(season, tmp_path, embedder, 
 
 
 def test_progress_lines_off_a_terminal(season, tmp_path, embedder, capsys, monkeypatch):
-    import leopard_reid.census as census
+    import leopard_reid.census.pipeline as census
 
     monkeypatch.setattr(census, "_tty", lambda: False)
     run_census(season["md"], gallery=season["gallery"], out=tmp_path / "p", sightings=season["sightings"],
@@ -360,7 +360,8 @@ def test_inputs_are_checked_before_any_detection_is_scored(season, tmp_path, mon
 
 
 def test_date_order_is_explicit():
-    from leopard_reid.census import CensusError, _parse_datetime
+    from leopard_reid.census import CensusError
+    from leopard_reid.census.dates import _parse_datetime
 
     with pytest.raises(CensusError, match="ambiguous"):
         _parse_datetime("05/03/2024 10:00")
@@ -373,7 +374,7 @@ def test_date_order_is_explicit():
 
 
 def test_missing_station_is_the_camera_itself():
-    from leopard_reid.census import _read_cameras
+    from leopard_reid.census.sightings import _read_cameras
 
     cams = _read_cameras(pd.DataFrame({"camera": ["C1", "C2", "C3"], "x": [0, 1, 2], "y": [0, 0, 0],
                                        "station": [None, "S1", np.nan]}))
@@ -435,6 +436,21 @@ def test_census_with_a_keypoint_score_threshold_clusters_new_animals(season, tmp
     new = res.detections[[truth[p] in ("L-003", "L-004") for p in res.detections["path"]]]
     assert len(new) and new["identity"].str.startswith("NEW-").all()
     assert res.counts["new_individuals"] >= 2  # L-003 and L-004 are not one animal
-    from leopard_reid.census import _distance
+    from leopard_reid.census.identities import _distance
 
     assert _distance(np.array([5.0]), "local")[0] > 0
+
+
+def test_census_options_are_run_census_keyword_arguments():
+    """CensusOptions holds run_census's settings under the same names and defaults (the signature is the API)."""
+    import dataclasses
+    import inspect
+
+    from leopard_reid.census import CensusOptions
+
+    params = inspect.signature(run_census).parameters
+    settings = {k: p.default for k, p in params.items() if k not in ("detections", "gallery", "out", "embedder",
+                                                                     "client")}
+    assert {f.name: f.default for f in dataclasses.fields(CensusOptions)} == settings
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        CensusOptions().method = "local"  # type: ignore[misc]

@@ -380,3 +380,16 @@ def test_every_option_has_help():
     missing = [f"{name} {a.option_strings[0]}" for name, sub in parsers(build_parser()) for a in sub._actions
                if a.option_strings and a.help is None]
     assert missing == []
+
+
+def test_the_library_never_imports_the_cli():
+    """Exit codes and argparse live in the CLI; library modules raise exceptions it maps to exit codes."""
+    import re
+
+    import leopard_reid
+
+    pkg = Path(leopard_reid.__file__).parent
+    offenders = [str(p.relative_to(pkg)) for p in pkg.rglob("*.py") if p.name != "cli.py"
+                 and re.search(r"^\s*(from\s+(\.+cli|leopard_reid\.cli)\b|import\s+leopard_reid\.cli\b)",
+                               p.read_text(), re.M)]
+    assert offenders == []

@@ -185,7 +185,7 @@ def write_camtrapdp(
     the relative bbox are read from the image headers under ``root``."""
     import pandas as pd
 
-    from ..census import _image_info
+    from ..census.detections import image_info
 
     if not re.fullmatch(r"[+-]\d{2}:\d{2}|Z", utc_offset):
         raise ExportError(f"utc offset {utc_offset!r}: use +HH:MM or -HH:MM (or Z)")
@@ -201,7 +201,7 @@ def write_camtrapdp(
     for p in dict.fromkeys(t["path"].astype(str)):
         src = Path(p) if Path(p).is_absolute() or base is None else base / p
         try:
-            sizes[p] = _image_info(src)[0]
+            sizes[p] = image_info(src)[0]
         except (OSError, ValueError):
             sizes[p] = None  # the bbox is left empty rather than guessed
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")

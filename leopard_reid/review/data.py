@@ -26,13 +26,13 @@ CROP_SIDE = 800  # crops are decoded as for the census' keypoints (their frame i
 
 def find_image(path: str, bases: Sequence[Path]) -> Path | None:
     """An image path as given (absolute) or under the first of ``bases`` that has it; None if nowhere."""
-    from ..census import _norm_path
+    from ..census.detections import norm_path
 
     p = Path(str(path))
     if p.is_absolute():
         return p if p.exists() else None
     for b in bases:
-        q = b / _norm_path(str(path))
+        q = b / norm_path(str(path))
         if q.exists():
             return q
     return None

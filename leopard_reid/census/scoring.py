@@ -1,0 +1,169 @@
+"""Scoring detections against the gallery: :class:`ChunkScores` and :func:`score_chunk`, the unit of work of a
+census (run in this process or on a Dask worker by :mod:`leopard_reid.distributed`), and the check of a
+new-individual threshold against the method's score scale. :func:`_score_detections` is the pipeline's
+scoring stage: every detection, chunk by chunk, with progress.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .results import CensusError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from ..embed import Embedder
+    from ..gallery import Gallery
+    from ..io import ImageError
+
+
+@dataclass
+class ChunkScores:
+    """A chunk of detections scored against the gallery: what the census keeps of it (small, picklable)."""
+
+    best: np.ndarray  # (n, identities) best score per identity
+    arg: np.ndarray  # (n, identities) the exemplar achieving it
+    valid: np.ndarray
+    errors: list[ImageError]
+    kept: dict[int, tuple[np.ndarray, Any]]  # chunk row -> (embedding, keypoints) of detections below threshold
+
+
+def score_chunk(embedder: Embedder, matcher: Any, by_identity: Any, thr: float, recs: list[Any]) -> ChunkScores:
+    """Describe a chunk of detection records and score it against the fitted matcher. A pure function of its
+    records (the unit of work of a census, in one process or on a Dask worker)."""
+    import warnings
+
+    import numpy as np
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skipped crops go to errors.csv
+        feats = embedder.describe(recs, local=matcher.method != "global", on_error="skip")
+    n, k = len(recs), len(by_identity)
+    res = ChunkScores(best=np.full((n, k), -np.inf, np.float32), arg=np.zeros((n, k), np.int64),
+                      valid=feats.valid.copy(), errors=list(feats.errors), kept={})
+    if not feats.valid.any():
+        return res
+    ps = matcher.scores(feats)
+    best, arg = by_identity.best(np.where(np.isfinite(ps.final), ps.final, -np.inf))  # a NaN never wins
+    res.best[:], res.arg[:] = best, arg
+    for j in np.flatnonzero(feats.valid & (best.max(axis=1) < thr)):
+        res.kept[int(j)] = (feats.embeddings[j].copy(), feats.local[j] if feats.local is not None else None)
+    return res
+
+
+#: The score range of each method, for checking a threshold before anything is scored.
+_SCALES = {"fused": (0.0, 1.0), "global": (-1.0, 1.0), "local": (0.0, math.inf)}
+
+
+def _check_threshold(method: str, threshold: float | None) -> None:
+    if method not in _SCALES:
+        raise CensusError(f"unknown method {method!r}; choose one of {', '.join(_SCALES)}")
+    if threshold is None:
+        return
+    lo, hi = _SCALES[method]
+    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and lo <= threshold <= hi):
+        scale = {"fused": "a probability P(same) between 0 and 1", "global": "a cosine between -1 and 1",
+                 "local": "a keypoint score >= 0"}[method]
+        raise CensusError(f"new_threshold {threshold!r} is off the {method} method's scale ({scale})")
+
+
+def _say(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Scored:
+    """The scoring stage's result: per detection and known identity, the best score and its exemplar, which
+    detections could be read, and the features of the unmatched ones (for clustering new individuals)."""
+
+    matcher: Any
+    thr: float
+    lo: float  # the uncertain band [lo, hi) around thr (lo == hi == thr without a calibrated band)
+    hi: float
+    id_names: Any
+    per_id: np.ndarray
+    per_ex: np.ndarray
+    valid: np.ndarray
+    kept_emb: dict[int, np.ndarray]
+    kept_local: dict[int, Any]
+
+
+def _score_detections(
+    meta: pd.DataFrame, gallery: Gallery, embedder: Embedder | None, *, from_file: bool, method: str,
+    new_threshold: float | None, chunk_size: int, show: bool, lines: bool, client: Any, t0: float,
+) -> tuple[_Scored, list[ImageError]]:
+    """Describe the detections in chunks (here, or on ``client``'s Dask workers) and score them against the
+    gallery. Returns the scores and the skipped crops, in detection order. ``show``: a progress bar;
+    ``lines``: a plain line per chunk instead (pipelines and logs)."""
+    from pathlib import Path
+
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from ..embed import Embedder
+    from ..gallery import _IdentityGroups
+    from ..io import Record
+    from ..match import Matcher
+
+    n = len(meta)
+    if embedder is None:
+        embedder = Embedder(gallery.backbone or "efficientnet_lite0", progress=False)
+    gallery.check_embedder(embedder)
+    matcher = Matcher(method=method).fit(gallery)  # type: ignore[arg-type]
+    thr = matcher.threshold(new_threshold)
+    if thr is None:
+        raise ValueError(f"method {method!r} has no calibrated threshold: give new_threshold")
+    if method == "fused" and new_threshold is None:
+        lo, hi = matcher.calibration_.uncertain_band
+        lo, hi = min(lo, thr), max(hi, thr)
+    else:
+        lo = hi = thr
+    by_identity = _IdentityGroups(matcher.labels_)
+    id_names = by_identity.names
+    sc = _Scored(matcher=matcher, thr=thr, lo=lo, hi=hi, id_names=id_names,
+                 per_id=np.full((n, len(id_names)), -np.inf, np.float32),
+                 per_ex=np.zeros((n, len(id_names)), np.int64), valid=np.zeros(n, bool), kept_emb={}, kept_local={})
+    bar = tqdm(total=n, desc="census", unit="det", disable=not show)
+    # on a terminal the bar moves per detection (keypoint extraction, per crop anyway, dominates the cost)
+    step = 1 if show else chunk_size
+
+    def keep(start: int, res: ChunkScores) -> None:
+        """Store a scored chunk: per-identity bests, and the unmatched detections' features for clustering."""
+        idx = np.arange(start, start + len(res.valid))
+        sc.per_id[idx] = res.best
+        sc.per_ex[idx] = res.arg
+        sc.valid[idx] = res.valid
+        chunk_errors[start] = res.errors
+        bar.update(len(res.valid))
+        for j, (emb, loc) in res.kept.items():
+            sc.kept_emb[start + j] = emb
+            if loc is not None:
+                sc.kept_local[start + j] = loc
+
+    def records(part: pd.DataFrame) -> list[Record]:
+        return [Record(name=p, source=Path(s), bbox=tuple(b), side=sd)
+                for p, s, b, sd in zip(part["path"], part["source"], part["bbox"], part["side"])]
+
+    chunk_errors: dict[int, list[ImageError]] = {}  # by first row: errors.csv in detection order, as chunks finish
+    if client is not None:
+        from ..distributed import census_scores, chunk_size_for
+
+        size = chunk_size_for(n, len(client.scheduler_info(n_workers=-1).get("workers", {})) or 1, most=chunk_size)
+        starts = list(range(0, n, size))
+        census_scores(embedder, [records(meta.iloc[s : s + size]) for s in starts],
+                      gallery=gallery, from_file=from_file, method=method, thr=thr, client=client,
+                      on_result=lambda i, res: keep(starts[i], res))
+    for start in range(0, n if client is None else 0, step):
+        if lines and start:
+            _say(f"census: {start}/{n} detections scored ({time.perf_counter() - t0:.0f} s)")
+        part = meta.iloc[start : start + step]
+        keep(start, score_chunk(embedder, matcher, by_identity, thr, records(part)))
+    bar.close()
+    return sc, [e for s in sorted(chunk_errors) for e in chunk_errors[s]]
