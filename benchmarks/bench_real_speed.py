@@ -1,0 +1,87 @@
+"""Matching speed on wild photos: leave-one-out over a ~300-photo set, and one query against 1,000 exemplars.
+
+    .venv/bin/python benchmarks/bench_real_speed.py [--individuals 60] [--exemplars 1000] [--queries 20]
+
+1. A synthetic wild-mode set (``generate(wild=True)``: whole animals in scenes, 5 photos each, 400-800 px) of
+   ``--individuals`` animals is described (embedding + keypoints with the library's defaults, foreground map
+   included) and evaluated leave-one-out with the default method; seconds for each step and in total, and
+   in the same run the plain RootSIFT LNBNN baseline's (``baseline_lnbnn.py``) total, as a ratio.
+2. Per-query time against a gallery of ``--exemplars`` exemplars: the described photos' keypoints, repeated
+   with their descriptors perturbed (so no two are identical) until the gallery holds that many, indexed by
+   the default :class:`~leopard_reid.local.LocalMatcher`; ``--queries`` photos of the set are scored against
+   it (LNBNN over all descriptors + verification of the shortlist). Descriptors are what costs, not their
+   meaning, so the copies time the search as a real gallery of that size would.
+
+The budget (issue #16): leave-one-out over ~300 wild photos <= 300 s on 2 cores including extraction;
+<= 0.5 s per query against 1,000 exemplars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline_lnbnn import lnbnn_scores, rootsift_features  # noqa: E402
+
+import leopard_reid as lr  # noqa: E402
+from leopard_reid.local import LocalFeatures, LocalMatcher  # noqa: E402
+from leopard_reid.synthetic import generate  # noqa: E402
+
+
+def _perturbed(f: LocalFeatures, rng: np.random.Generator) -> LocalFeatures:
+    noise = rng.integers(-2, 3, size=f.descriptors.shape)
+    desc = np.clip(f.descriptors.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    return LocalFeatures(f.keypoints.copy(), desc, f.image_size)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--individuals", type=int, default=60)
+    ap.add_argument("--exemplars", type=int, default=1000)
+    ap.add_argument("--queries", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=2)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        meta = generate(root, n_individuals=args.individuals, seed=args.seed, wild=True)
+        embedder = lr.Embedder()
+        t0 = time.perf_counter()
+        feats = embedder.describe(meta, root=root, local=True)
+        t_describe = time.perf_counter() - t0
+        ev = lr.evaluate(meta, embedder=embedder, root=root, features=feats)
+        total = t_describe + ev.seconds
+        t0 = time.perf_counter()
+        descs = [rootsift_features(str(root / p)) for p in meta["path"]]
+        lnbnn_scores(descs, meta["identity"].astype(str).to_numpy())
+        t_base = time.perf_counter() - t0
+        print(f"leave-one-out, {len(meta)} wild photos, default method ({ev.method}): top-1 {ev.top1:.3f}")
+        print(f"  describe {t_describe:.1f} s + evaluate {ev.seconds:.1f} s = {total:.1f} s "
+              f"(budget 300 s); plain RootSIFT LNBNN baseline {t_base:.1f} s, ratio {total / t_base:.1f}x")
+
+        rng = np.random.default_rng(0)
+        local = [f for f in feats.local if f is not None]
+        gallery = [local[i % len(local)] if i < len(local) else _perturbed(local[i % len(local)], rng)
+                   for i in range(args.exemplars)]
+        labels = [f"id{i % args.individuals}" for i in range(args.exemplars)]
+        t0 = time.perf_counter()
+        matcher = LocalMatcher().fit(gallery, labels)
+        t_fit = time.perf_counter() - t0
+        queries = local[: args.queries]
+        t0 = time.perf_counter()
+        for q in queries:
+            matcher.score(q)
+        per_query = (time.perf_counter() - t0) / len(queries)
+        n_desc = sum(len(f) for f in gallery)
+        print(f"catalogue of {args.exemplars} exemplars ({n_desc:,} descriptors): index built in {t_fit:.1f} s, "
+              f"{per_query:.3f} s per query over {len(queries)} queries (budget 0.5 s)")
+
+
+if __name__ == "__main__":
+    main()
