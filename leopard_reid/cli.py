@@ -337,7 +337,7 @@ def cmd_match(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from .gallery import Gallery
-    from .match import match
+    from .matching import match
 
     if bool(args.images) == bool(args.metadata):
         print("leopard-reid match: give IMAGES or --metadata CSV (not both)", file=sys.stderr)
@@ -373,11 +373,11 @@ def cmd_match(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
+    from .evaluation import evaluate
 
     df, root = _read_table(args, require=("path", "identity"))
     if args.open_set:
-        from .evaluate import evaluate_open_set
+        from .evaluation import evaluate_open_set
 
         with cluster(args) as client:
             res = evaluate_open_set(df, method=args.method, split=args.open_set, embedder=_embedder(args), root=root,
@@ -397,7 +397,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .evaluate import suspect_duplicates
+    from .evaluation import suspect_duplicates
 
     df, root = _read_table(args, require=("path", "identity"))
     pairs = suspect_duplicates(df, method=args.method, embedder=_embedder(args), root=root,

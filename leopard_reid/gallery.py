@@ -81,7 +81,7 @@ class Gallery:
         self._local: list[LocalFeatures] | None = None
         self.calibrations: dict[str, dict[str, Any]] = {}  # one per method: see :attr:`calibration`
         self._source: tuple[str, str] | None = None  # (resolved path, checksum) last loaded or saved
-        self._matchers: dict[tuple[Any, ...], Any] = {}  # fitted matchers reused by ``match`` (see match.py)
+        self._matchers: dict[tuple[Any, ...], Any] = {}  # fitted matchers reused by ``match`` (see matching.py)
 
     # ------------------------------------------------------------------ construction
     @classmethod

@@ -433,7 +433,7 @@ def _lr_factor(config: TrainConfig, step: int, total: int, per_epoch: int) -> fl
 def _validate(model: torch.nn.Module, val_df: pd.DataFrame, root: Any, config: TrainConfig) -> dict[str, float]:
     """Leave-one-out global-embedding metrics on the held-out individuals (model left in eval mode)."""
     from .embed import Embedder
-    from .evaluate import evaluate
+    from .evaluation import evaluate
 
     embedder = Embedder(model, batch_size=max(config.batch_size, 32), num_workers=config.num_workers or 0,
                         progress=False)

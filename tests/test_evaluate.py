@@ -8,7 +8,7 @@ import pytest
 
 import leopard_reid as lr
 from leopard_reid.embed import Features
-from leopard_reid.evaluate import rank_metrics
+from leopard_reid.evaluation import rank_metrics
 
 
 def test_rank_metrics_on_a_known_matrix():

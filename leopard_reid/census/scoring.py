@@ -110,7 +110,7 @@ def _score_detections(
     from ..embed import Embedder
     from ..gallery import _IdentityGroups
     from ..io import Record
-    from ..match import Matcher
+    from ..matching import Matcher
 
     n = len(meta)
     if embedder is None:

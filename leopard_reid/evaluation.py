@@ -20,7 +20,7 @@ import pandas as pd
 from .calibration import DEFAULT_CALIBRATION, Calibration, choose_threshold, select_fusion
 from .gallery import Gallery
 from .io import read_metadata
-from .match import DEFAULT_METHOD, Matcher, Method, PairScores, _check_method
+from .matching import DEFAULT_METHOD, Matcher, Method, PairScores, _check_method
 
 if TYPE_CHECKING:
     from .embed import Embedder, Features
