@@ -52,7 +52,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         if name in {"synthetic", "viz", "census", "train", "local", "io", "cli", "backbones", "embed",
                     "gallery", "matching", "evaluation", "cache", "demo", "exports", "calibration", "review",
-                    "synthetic_wild", "distributed", "foreground"}:
+                    "synthetic_wild", "distributed", "foreground", "ranking"}:
             return importlib.import_module(f".{name}", __name__)
         raise AttributeError(f"module 'leopard_reid' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{module}", __name__), name)

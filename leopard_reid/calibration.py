@@ -144,9 +144,9 @@ def calibrate(
     (with a warning). ``source`` and ``reason`` of the result say which and why. Store the result with
     ``gallery.calibration = cal.to_dict()`` (it is stored under its method).
     """
-    from .matching import _check_method
+    from .matching import check_method
 
-    _check_method(method)
+    check_method(method)
     if max_false_match is not None and not 0.0 <= float(max_false_match) <= 1.0:
         raise ValueError(f"max_false_match must be between 0 and 1, not {max_false_match!r}")
     if n_folds < 2:

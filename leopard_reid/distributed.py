@@ -282,7 +282,7 @@ def _worker_matcher(gallery: Any, method: str) -> tuple[Any, Any]:
     key: tuple[Any, ...] = ("matcher", *gallery, method) if isinstance(gallery, tuple) else ("matcher", id(gallery),
                                                                                             method)
     if key not in _WORKER_CACHE:
-        from .gallery import Gallery, GalleryError, _IdentityGroups
+        from .gallery import Gallery, GalleryError, IdentityGroups
         from .matching import Matcher
 
         for k in [k for k in _WORKER_CACHE if k[0] == "matcher"]:
@@ -295,7 +295,7 @@ def _worker_matcher(gallery: Any, method: str) -> tuple[Any, Any]:
         else:
             g = gallery
         matcher = Matcher(method=method).fit(g)  # type: ignore[arg-type]
-        _WORKER_CACHE[key] = (matcher, _IdentityGroups(matcher.labels_), g)
+        _WORKER_CACHE[key] = (matcher, IdentityGroups(matcher.labels_), g)
     matcher, groups, _ = _WORKER_CACHE[key]
     return matcher, groups
 

@@ -20,7 +20,7 @@ import pandas as pd
 from .calibration import DEFAULT_CALIBRATION, Calibration, choose_threshold, select_fusion
 from .gallery import Gallery
 from .io import read_metadata
-from .matching import DEFAULT_METHOD, Matcher, Method, PairScores, _check_method
+from .matching import DEFAULT_METHOD, Matcher, Method, PairScores, check_method
 
 if TYPE_CHECKING:
     from .embed import Embedder, Features
@@ -188,7 +188,7 @@ def _labelled_features(
     """Read a labelled table (CSV paths relative to its folder by default) and describe it unless given."""
     from .embed import Embedder
 
-    _check_method(method)
+    check_method(method)
     if not isinstance(data, pd.DataFrame):
         root = root if root is not None else os.path.dirname(os.path.abspath(data))
     df = read_metadata(data, require=("path", "identity"))

@@ -520,7 +520,7 @@ def test_search_equals_brute_force(block_size, top_k):
 
 def test_identity_groups_best_is_max_and_first_argmax_per_identity():
     """Ties, masked (-inf) pairs, failed rows and NaN: as a plain max/argmax over each identity's exemplars."""
-    from leopard_reid.gallery import _IdentityGroups
+    from leopard_reid.gallery import IdentityGroups as _IdentityGroups
 
     rng = np.random.default_rng(3)
     labels = np.array(["b", "a", "c", "a", "b", "a", "d"], dtype=object)

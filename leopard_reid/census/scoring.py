@@ -108,7 +108,7 @@ def _score_detections(
     from tqdm.auto import tqdm
 
     from ..embed import Embedder
-    from ..gallery import _IdentityGroups
+    from ..gallery import IdentityGroups as _IdentityGroups
     from ..io import Record
     from ..matching import Matcher
 
