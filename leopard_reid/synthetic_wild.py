@@ -71,23 +71,19 @@ import numpy as np
 import pandas as pd
 
 from .synthetic import (
-    _SPOT_BGR,
     METADATA_COLUMNS,
-    SHEET_SIZE,
     _background,
     _build,
-    _coat_style,
     _flank_sheet,
     _grass,
     _info_bar_height,
     _info_strip,
-    _jitter_colour,
-    _noise,
     _occlude,
     _photograph,
     _render_animal,
     _site_palettes,
 )
+from .synthetic_coat import _SPOT_BGR, SHEET_SIZE, _coat_style, _jitter_colour, _noise
 
 __all__ = ["LONG_SIDE", "VIEWS", "generate_wild", "read_truth"]
 
