@@ -23,6 +23,8 @@ from .io import read_metadata
 from .matching import DEFAULT_METHOD, Matcher, Method, PairScores, check_method
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from .embed import Embedder, Features
 
 __all__ = [
@@ -66,6 +68,17 @@ class Evaluation:
             "seconds": round(self.seconds, 2),
             "cmc": [round(float(v), 4) for v in self.cmc[:20]],
         }
+
+    def __repr__(self) -> str:
+        """Short: the method and headline metrics (not the CMC array or the per-query table)."""
+        return (f"Evaluation(method={self.method!r}, top1={self.top1:.3f}, top5={self.top5:.3f}, mAP={self.mAP:.3f}, "
+                f"n_queries={self.n_queries})")
+
+    def plot(self, *, max_rank: int = 20) -> Figure:
+        """The CMC curve (:func:`leopard_reid.viz.plot_cmc`) as a matplotlib figure; the backend is left alone."""
+        from .viz import plot_cmc
+
+        return plot_cmc(self, max_rank=max_rank)
 
     def __str__(self) -> str:
         return (

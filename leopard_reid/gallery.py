@@ -17,7 +17,7 @@ import os
 import shutil
 import stat
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -145,6 +145,41 @@ class Gallery:
             f"Gallery({len(self.identities)} individuals, {len(self)} exemplars, backbone={self.backbone!r}, "
             f"local={'yes' if self._local is not None else 'no'})"
         )
+
+    def _repr_html_(self) -> str:
+        """Notebook display: the one-line summary above :meth:`summary`'s table (names HTML-escaped)."""
+        import html
+
+        table = self.summary().to_html(escape=True, border=0)
+        return f"<div><p><code>{html.escape(repr(self))}</code></p>{table}</div>"
+
+    def summary(self) -> pd.DataFrame:
+        """Exemplars per identity and flank: one row per identity (sorted), columns ``left``, ``right``,
+        ``unknown`` and ``exemplars`` (their total), so a notebook shows at a glance which animals lack a side."""
+        sides = ["left", "right", "unknown"]
+        counts = pd.crosstab(pd.Series(self.labels, name="identity", dtype=object),
+                             pd.Series(self.sides, name="side", dtype=object))
+        table = counts.reindex(index=self.identities, columns=sides, fill_value=0).astype(np.int64)
+        table.columns.name = None
+        table["exemplars"] = table[sides].sum(axis=1)
+        return table
+
+    def subset(self, identities: Iterable[str]) -> Gallery:
+        """A new gallery with only the exemplars of ``identities`` (each must exist), in this gallery's order.
+
+        Embeddings, keypoint features, metadata and calibrations are copied; the new gallery is not tied to
+        this one's file (saving it needs a path). Useful to try matching against part of a population.
+        """
+        wanted = {str(i) for i in identities}
+        for identity in sorted(wanted):
+            self._require(identity)
+        mask = self._meta["identity"].isin(wanted).to_numpy()
+        out = Gallery(backbone=self.backbone, weights_sha256=self.weights_sha256)
+        out._emb = self._emb[mask].copy()
+        out._meta = self._meta[mask].reset_index(drop=True)
+        out._local = None if self._local is None else [f for f, k in zip(self._local, mask) if k]
+        out.calibrations = {m: dict(c) for m, c in self.calibrations.items()}
+        return out
 
     @property
     def identities(self) -> list[str]:
