@@ -70,6 +70,7 @@ class Calibration:
     reason: str = ""
 
     def probability(self, cosine: np.ndarray, local: np.ndarray) -> np.ndarray:
+        """P(same individual) of pairs from their cosine and keypoint scores (the fitted logistic model)."""
         z = self.intercept + self.coef[0] * np.asarray(cosine) + self.coef[1] * np.log1p(np.maximum(local, 0))
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
@@ -92,6 +93,7 @@ class Calibration:
         return " ".join(text)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain fields, as stored in a gallery (``Gallery.calibrations``)."""
         return asdict(self)
 
     @classmethod

@@ -349,6 +349,7 @@ class OpenSetEvaluation:
     scores: pd.DataFrame = field(repr=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (the CLI's ``evaluate --open-set --json``), without the raw scores."""
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items() if k != "scores"}
 
 

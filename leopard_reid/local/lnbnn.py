@@ -172,6 +172,7 @@ class LocalMatcher:
 
     @property
     def n_exemplars(self) -> int:
+        """Exemplars indexed by :meth:`fit`."""
         return len(self.features_)
 
     # -- LNBNN -------------------------------------------------------------------------------------------
