@@ -25,7 +25,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from leopard_reid.local import LocalFeatures, LocalMatcher, _as_float, _ratio_matches, extract_features
+from leopard_reid.local import LocalFeatures, LocalMatcher, extract_features
+from leopard_reid.local.features import as_float_descriptors as _as_float
+from leopard_reid.local.verification import ratio_matches as _ratio_matches
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/leopardtrails"
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_lnbnn import lnbnn_scores, rootsift_features  # noqa: E402
 
 import leopard_reid as lr  # noqa: E402
-from leopard_reid.evaluate import rank_metrics  # noqa: E402
+from leopard_reid.evaluation import rank_metrics  # noqa: E402
 from leopard_reid.synthetic import generate  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/leopardtrails"

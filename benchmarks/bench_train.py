@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from leopard_reid.embed import Embedder
-    from leopard_reid.evaluate import evaluate
+    from leopard_reid.evaluation import evaluate
     from leopard_reid.train import TrainConfig, fine_tune
 
     tmp = None

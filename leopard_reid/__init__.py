@@ -15,8 +15,6 @@ Heavy modules (torch, timm, OpenCV) are imported on first use, so ``import leopa
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -35,25 +33,26 @@ _EXPORTS: dict[str, str] = {
     "LocalMatcher": "local",
     "extract_features": "local",
     "verify": "local",
-    "match": "match",
-    "Matcher": "match",
+    "match": "matching",
+    "Matcher": "matching",
     "calibrate": "calibration",
     "Calibration": "calibration",
-    "evaluate": "evaluate",
-    "Evaluation": "evaluate",
-    "evaluate_open_set": "evaluate",
-    "suspect_duplicates": "evaluate",
+    "evaluate": "evaluation",
+    "Evaluation": "evaluation",
+    "evaluate_open_set": "evaluation",
+    "suspect_duplicates": "evaluation",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 
 def __getattr__(name: str) -> Any:
+    """Import a public name's module (or a submodule) on first access, so the package imports quickly."""
     module = _EXPORTS.get(name)
     if module is None:
         if name in {"synthetic", "viz", "census", "train", "local", "io", "cli", "backbones", "embed",
-                    "gallery", "match", "evaluate", "cache", "demo", "exports", "calibration", "review",
-                    "synthetic_wild", "distributed", "foreground"}:
+                    "gallery", "matching", "evaluation", "cache", "demo", "exports", "calibration", "review",
+                    "synthetic_wild", "distributed", "foreground", "ranking"}:
             return importlib.import_module(f".{name}", __name__)
         raise AttributeError(f"module 'leopard_reid' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{module}", __name__), name)
@@ -62,32 +61,16 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """The public API (``__all__``), for tab completion."""
     return __all__
-
-
-class _Package(types.ModuleType):
-    """Keeps ``lr.match`` and ``lr.evaluate`` the functions even after their same-named submodules load.
-
-    Importing a submodule sets it as an attribute of the package; without this, ``import
-    leopard_reid.match`` anywhere would turn ``lr.match`` into a module. Submodules stay importable by name
-    (``from leopard_reid.match import Matcher``).
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:
     from .backbones import create_backbone
     from .calibration import Calibration, calibrate
     from .embed import Embedder, Features
-    from .evaluate import Evaluation, evaluate, evaluate_open_set, suspect_duplicates
+    from .evaluation import Evaluation, evaluate, evaluate_open_set, suspect_duplicates
     from .gallery import Gallery, GalleryError
     from .io import ImageError, MetadataError, load_image, read_metadata
     from .local import LocalFeatures, LocalMatcher, extract_features, verify
-    from .match import Matcher, match
+    from .matching import Matcher, match

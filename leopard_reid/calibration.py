@@ -30,7 +30,7 @@ from .gallery import Gallery, GalleryError
 
 if TYPE_CHECKING:
     from .embed import Features
-    from .match import Method, PairScores
+    from .matching import Method, PairScores
 
 __all__ = [
     "DEFAULT_CALIBRATION",
@@ -70,6 +70,7 @@ class Calibration:
     reason: str = ""
 
     def probability(self, cosine: np.ndarray, local: np.ndarray) -> np.ndarray:
+        """P(same individual) of pairs from their cosine and keypoint scores (the fitted logistic model)."""
         z = self.intercept + self.coef[0] * np.asarray(cosine) + self.coef[1] * np.log1p(np.maximum(local, 0))
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
@@ -92,6 +93,7 @@ class Calibration:
         return " ".join(text)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain fields, as stored in a gallery (``Gallery.calibrations``)."""
         return asdict(self)
 
     @classmethod
@@ -144,9 +146,9 @@ def calibrate(
     (with a warning). ``source`` and ``reason`` of the result say which and why. Store the result with
     ``gallery.calibration = cal.to_dict()`` (it is stored under its method).
     """
-    from .match import _check_method
+    from .matching import check_method
 
-    _check_method(method)
+    check_method(method)
     if max_false_match is not None and not 0.0 <= float(max_false_match) <= 1.0:
         raise ValueError(f"max_false_match must be between 0 and 1, not {max_false_match!r}")
     if n_folds < 2:
@@ -210,7 +212,7 @@ def _gallery_features(gallery: Gallery, idx: np.ndarray | None = None) -> Featur
 
 def _calibration_evidence(gallery: Gallery, *, method: str, shortlist: int, n_folds: int) -> _Evidence:
     """Score every photo leave-one-out, then each fold of individuals against a matcher refitted without it."""
-    from .match import Matcher
+    from .matching import Matcher
 
     n = len(gallery)
     labels = gallery.labels
@@ -472,7 +474,7 @@ def fit_monotone_fusion(x: np.ndarray, y: np.ndarray, *, use: tuple[bool, bool] 
 
 def _top1(scores: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> tuple[float, float]:
     """(top-1, mAP) of query rows of ``scores`` (best exemplar per identity; ties count against)."""
-    from .evaluate import rank_metrics
+    from .evaluation import rank_metrics
 
     ranks, aps = rank_metrics(scores, labels, queries)
     return float(np.mean(ranks <= 1)), float(np.mean(aps))

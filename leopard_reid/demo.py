@@ -20,7 +20,7 @@ def run_demo(out: str | os.PathLike = "demo_out", *, n_individuals: int = 12, se
     """Run the demo in ``out`` and print a readable report; returns the match table of the season."""
     from .embed import Embedder
     from .gallery import Gallery
-    from .match import match
+    from .matching import match
     from .synthetic import generate
 
     out = Path(out)

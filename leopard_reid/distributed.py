@@ -3,7 +3,7 @@
 ``--dask ADDRESS`` on the command line (or ``client=`` in the Python API) sends the parallel work to a Dask
 cluster: describing images (decode, crop, embed, keypoints) in chunks of records, and in a census scoring each
 chunk against the gallery. Each worker builds its :class:`~leopard_reid.Embedder` (and a census' fitted
-:class:`~leopard_reid.match.Matcher`) once, in a worker-local cache keyed by backbone, checkpoint and options;
+:class:`~leopard_reid.matching.Matcher`) once, in a worker-local cache keyed by backbone, checkpoint and options;
 tasks carry only records (paths and boxes) and return features or scores. Clustering, the review page and
 every output file stay on the client. Workers read the images and the gallery file at the paths the client
 gives them: they must see the same files at the same paths (a shared filesystem, as on an HPC cluster).
@@ -282,8 +282,8 @@ def _worker_matcher(gallery: Any, method: str) -> tuple[Any, Any]:
     key: tuple[Any, ...] = ("matcher", *gallery, method) if isinstance(gallery, tuple) else ("matcher", id(gallery),
                                                                                             method)
     if key not in _WORKER_CACHE:
-        from .gallery import Gallery, GalleryError, _IdentityGroups
-        from .match import Matcher
+        from .gallery import Gallery, GalleryError, IdentityGroups
+        from .matching import Matcher
 
         for k in [k for k in _WORKER_CACHE if k[0] == "matcher"]:
             del _WORKER_CACHE[k]  # one season's gallery at a time
@@ -295,7 +295,7 @@ def _worker_matcher(gallery: Any, method: str) -> tuple[Any, Any]:
         else:
             g = gallery
         matcher = Matcher(method=method).fit(g)  # type: ignore[arg-type]
-        _WORKER_CACHE[key] = (matcher, _IdentityGroups(matcher.labels_), g)
+        _WORKER_CACHE[key] = (matcher, IdentityGroups(matcher.labels_), g)
     matcher, groups, _ = _WORKER_CACHE[key]
     return matcher, groups
 

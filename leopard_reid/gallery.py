@@ -25,12 +25,13 @@ import numpy as np
 import pandas as pd
 
 from .io import parse_bbox, parse_side
+from .ranking import IdentityGroups, search_scores, top_identities
 
 if TYPE_CHECKING:
     from .embed import Embedder, Features
     from .local import LocalFeatures
 
-__all__ = ["FORMAT_VERSION", "Gallery", "GalleryError", "search_scores", "top_identities"]
+__all__ = ["FORMAT_VERSION", "Gallery", "GalleryError", "IdentityGroups", "search_scores", "top_identities"]
 
 FORMAT_VERSION = 1
 _MAGIC_KEY = "leopard_reid"
@@ -81,7 +82,7 @@ class Gallery:
         self._local: list[LocalFeatures] | None = None
         self.calibrations: dict[str, dict[str, Any]] = {}  # one per method: see :attr:`calibration`
         self._source: tuple[str, str] | None = None  # (resolved path, checksum) last loaded or saved
-        self._matchers: dict[tuple[Any, ...], Any] = {}  # fitted matchers reused by ``match`` (see match.py)
+        self._matchers: dict[tuple[Any, ...], Any] = {}  # fitted matchers reused by ``match`` (see matching.py)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -145,6 +146,41 @@ class Gallery:
             f"local={'yes' if self._local is not None else 'no'})"
         )
 
+    def _repr_html_(self) -> str:
+        """Notebook display: the one-line summary above :meth:`summary`'s table (names HTML-escaped)."""
+        import html
+
+        table = self.summary().to_html(escape=True, border=0)
+        return f"<div><p><code>{html.escape(repr(self))}</code></p>{table}</div>"
+
+    def summary(self) -> pd.DataFrame:
+        """Exemplars per identity and flank: one row per identity (sorted), columns ``left``, ``right``,
+        ``unknown`` and ``exemplars`` (their total), so a notebook shows at a glance which animals lack a side."""
+        sides = ["left", "right", "unknown"]
+        counts = pd.crosstab(pd.Series(self.labels, name="identity", dtype=object),
+                             pd.Series(self.sides, name="side", dtype=object))
+        table = counts.reindex(index=self.identities, columns=sides, fill_value=0).astype(np.int64)
+        table.columns.name = None
+        table["exemplars"] = table[sides].sum(axis=1)
+        return table
+
+    def subset(self, identities: Iterable[str]) -> Gallery:
+        """A new gallery with only the exemplars of ``identities`` (each must exist), in this gallery's order.
+
+        Embeddings, keypoint features, metadata and calibrations are copied; the new gallery is not tied to
+        this one's file (saving it needs a path). Useful to try matching against part of a population.
+        """
+        wanted = {str(i) for i in identities}
+        for identity in sorted(wanted):
+            self._require(identity)
+        mask = self._meta["identity"].isin(wanted).to_numpy()
+        out = Gallery(backbone=self.backbone, weights_sha256=self.weights_sha256)
+        out._emb = self._emb[mask].copy()
+        out._meta = self._meta[mask].reset_index(drop=True)
+        out._local = None if self._local is None else [f for f, k in zip(self._local, mask) if k]
+        out.calibrations = {m: dict(c) for m, c in self.calibrations.items()}
+        return out
+
     @property
     def identities(self) -> list[str]:
         """Known individuals, sorted."""
@@ -159,6 +195,7 @@ class Gallery:
 
     @property
     def dim(self) -> int | None:
+        """Embedding size, or None for an empty gallery."""
         return self._emb.shape[1] if len(self) else None
 
     @property
@@ -178,6 +215,7 @@ class Gallery:
 
     @property
     def sides(self) -> np.ndarray:
+        """Flank of each exemplar (``left``, ``right`` or ``unknown``), as an object array."""
         return self._meta["side"].fillna("unknown").to_numpy(dtype=object)
 
     @property
@@ -624,87 +662,3 @@ def _atomic_copy(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` the same atomic way (used for the ``.bak`` of the previous version)."""
     with _replacing(dst, src) as out, open(src, "rb") as inp:
         shutil.copyfileobj(inp, out, 1 << 20)
-
-
-# ---------------------------------------------------------------------- search kernels
-def search_scores(
-    query: np.ndarray, gallery: np.ndarray, *, block_size: int | None = None
-) -> Iterable[tuple[slice, np.ndarray]]:
-    """Yield ``(rows, scores)`` blocks of ``query @ gallery.T``.
-
-    A block holds at most a quarter of the gallery's own size in scores (and at most 16 M), so searching
-    never needs much more memory than the gallery itself.
-    """
-    n = max(1, gallery.shape[0])
-    budget = max(1 << 18, min(1 << 24, gallery.size // 4))
-    step = block_size or max(1, budget // n)
-    for start in range(0, query.shape[0], step):
-        rows = slice(start, min(start + step, query.shape[0]))
-        yield rows, query[rows] @ gallery.T
-
-
-class _IdentityGroups:
-    """The exemplars of each identity, to reduce per-exemplar scores to per-identity ones (best exemplar).
-
-    ``names`` are the identities, sorted: column ``k`` of :meth:`best` is ``names[k]``. Shared by
-    :func:`top_identities` and the census, so both group exemplars and break ties the same way.
-    """
-
-    def __init__(self, labels: np.ndarray) -> None:
-        codes, uniques = pd.factorize(pd.Series(labels, dtype=object), sort=True)
-        self.names: np.ndarray = uniques.to_numpy(dtype=object)
-        self._order = np.argsort(codes, kind="stable")  # exemplars by identity, gallery order within one
-        self._starts = np.flatnonzero(np.r_[True, np.diff(codes[self._order]) != 0])
-        self._sizes = np.diff(np.r_[self._starts, len(self._order)])
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def best(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(n, n_identities)`` best score per identity and the exemplar index achieving it.
-
-        Like ``max`` and ``argmax`` over each identity's exemplars (the first exemplar wins a tie, a NaN
-        wins its identity), without a Python loop over identities.
-        """
-        s = scores[:, self._order]
-        best = np.maximum.reduceat(s, self._starts, axis=1)
-        at_best = (s == np.repeat(best, self._sizes, axis=1)) | np.isnan(s)
-        first = np.minimum.reduceat(np.where(at_best, np.arange(s.shape[1]), s.shape[1]), self._starts, axis=1)
-        return best, self._order[first]
-
-
-def top_identities(
-    query: np.ndarray,
-    gallery: np.ndarray,
-    labels: np.ndarray,
-    *,
-    top_k: int = 5,
-    block_size: int | None = None,
-    scores: Iterable[tuple[slice, np.ndarray]] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-k identities per query by best exemplar score, blocked.
-
-    Returns ``(identities, scores, exemplar_indices)``, each ``(n_queries, k)`` with ``k = min(top_k,
-    n_identities)``. ``scores`` may supply precomputed score blocks (e.g. fused scores) instead of cosine.
-    """
-    groups = _IdentityGroups(labels)
-    n_ids = len(groups)
-    k = min(top_k, n_ids)
-    nq = query.shape[0]
-    out_ids = np.empty((nq, k), dtype=np.int64)
-    out_scores = np.empty((nq, k), dtype=np.float32)
-    out_ex = np.empty((nq, k), dtype=np.int64)
-    blocks = scores if scores is not None else search_scores(query, gallery, block_size=block_size)
-    for rows, s in blocks:
-        per_id, per_ex = groups.best(s)
-        if k < n_ids:
-            part = np.argpartition(-per_id, k - 1, axis=1)[:, :k]
-        else:
-            part = np.broadcast_to(np.arange(n_ids), per_id.shape).copy()
-        part_scores = np.take_along_axis(per_id, part, axis=1)
-        o = np.argsort(-part_scores, axis=1, kind="stable")
-        top = np.take_along_axis(part, o, axis=1)
-        out_ids[rows] = top
-        out_scores[rows] = np.take_along_axis(part_scores, o, axis=1)
-        out_ex[rows] = np.take_along_axis(per_ex, top, axis=1)
-    return groups.names[out_ids], out_scores, out_ex

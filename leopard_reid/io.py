@@ -29,6 +29,7 @@ __all__ = [
     "MetadataError",
     "Record",
     "as_records",
+    "cell_text",
     "load_image",
     "parse_bbox",
     "parse_side",
@@ -388,14 +389,18 @@ KNOWN_COLUMNS = ("path", "identity", "bbox", "side", "datetime", "camera")
 _SIDE_ALIASES = {"": "unknown", "l": "left", "r": "right", "nan": "unknown", "none": "unknown"}
 
 
-def _cell(value: Any) -> str:
-    """A table cell as stripped text; None/NaN/NA are empty."""
+def cell_text(value: Any) -> str:
+    """A table cell as stripped text; None/NaN/NA are empty.
+
+    Shared by every table reader (metadata here, the census's sightings and cameras) so a blank, a NaN
+    from pandas and a ``None`` all read as "no value" the same way.
+    """
     return "" if _is_missing(value) else str(value).strip()
 
 
 def _side(value: Any) -> str | None:
     """``left``/``right``/``unknown`` (accepting L, R, Left, any case, empty), or None when unrecognised."""
-    s = _cell(value).lower()
+    s = cell_text(value).lower()
     s = _SIDE_ALIASES.get(s, s)
     return s if s in SIDES else None
 
@@ -503,10 +508,10 @@ def read_metadata(
             f"{name}: missing column(s) {', '.join(missing)}; found {', '.join(map(repr, columns)) or 'none'}"
         )
     if "path" in df.columns:
-        df["path"] = [_cell(v) for v in df["path"]]
+        df["path"] = [cell_text(v) for v in df["path"]]
         problems += [(i, f"{where[i]}: empty path") for i, p in enumerate(df["path"]) if not p]
     if "identity" in df.columns:
-        df["identity"] = [_cell(v) for v in df["identity"]]
+        df["identity"] = [cell_text(v) for v in df["identity"]]
         if "identity" in require:
             problems += [(i, f"{where[i]}: empty identity") for i, v in enumerate(df["identity"]) if not v]
     if "bbox" in df.columns:

@@ -51,178 +51,20 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from .synthetic_coat import (
+    SHEET_SIZE,
+    _coat_sheet,
+    _coat_style,
+    _fractal,
+    _jitter_colour,
+    _noise,
+)
+
 __all__ = ["METADATA_COLUMNS", "generate"]
 
 #: Columns written to ``metadata.csv`` (the CLI's metadata format).
 METADATA_COLUMNS = ["path", "identity", "side", "datetime", "camera", "bbox"]
 
-SHEET_SIZE = (768, 480)  # (width, height) of a flank coat sheet
-_SPOT_BGR = np.array([24.0, 24.0, 28.0], np.float32)  # near-black brown of rosette petals and spots
-
-
-# --------------------------------------------------------------------------------------------------------
-# Small helpers
-# --------------------------------------------------------------------------------------------------------
-
-
-def _noise(rng: np.random.Generator, h: int, w: int, cell: float, channels: int = 1) -> np.ndarray:
-    """Smooth random field of shape (h, w[, channels]), roughly unit variance, features ``cell`` px wide."""
-    gh = max(2, int(math.ceil(h / cell)) + 3)
-    gw = max(2, int(math.ceil(w / cell)) + 3)
-    shape = (gh, gw) if channels == 1 else (gh, gw, channels)
-    small = rng.standard_normal(shape).astype(np.float32)
-    big = cv2.resize(small, (int(round(gw * cell)), int(round(gh * cell))), interpolation=cv2.INTER_CUBIC)
-    oy = int(rng.integers(0, max(1, big.shape[0] - h)))
-    ox = int(rng.integers(0, max(1, big.shape[1] - w)))
-    out = big[oy : oy + h, ox : ox + w]
-    return out / max(float(out[::3, ::3].std()), 1e-6)
-
-
-def _fractal(rng: np.random.Generator, h: int, w: int, cells: Sequence[float]) -> np.ndarray:
-    """Sum of smooth noise octaves (each halving in weight), normalised to unit variance."""
-    acc = np.zeros((h, w), np.float32)
-    for i, c in enumerate(cells):
-        acc += _noise(rng, h, w, c) * (0.55**i)
-    return acc / max(float(acc.std()), 1e-6)
-
-
-def _grid(h: int, w: int) -> np.ndarray:
-    """(h, w, 2) float32 map of pixel coordinates (x, y), for cv2.remap."""
-    xs = np.arange(w, dtype=np.float32)
-    ys = np.arange(h, dtype=np.float32)
-    return np.dstack(np.broadcast_arrays(xs[None, :], ys[:, None]))
-
-
-def _jitter_colour(rng: np.random.Generator, bgr: Sequence[float], amount: float) -> np.ndarray:
-    return np.clip(np.asarray(bgr, np.float32) * rng.uniform(1 - amount, 1 + amount, 3), 0, 255)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Coats
-# --------------------------------------------------------------------------------------------------------
-
-
-def _coat_style(rng: np.random.Generator) -> dict[str, float | np.ndarray]:
-    """An individual's coat style (shared by both flanks): rosette size, density, shape and colours."""
-    w = SHEET_SIZE[0]
-    flank = _jitter_colour(rng, (62, 138, 196), 0.08) * rng.uniform(0.65, 1.25)  # tawny BGR
-    flank = np.clip(flank + rng.uniform(-40, 40) * np.array([0.6, 0.1, -0.5]), 0, 255).astype(np.float32)
-    return {
-        "r0": w * rng.uniform(0.012, 0.04),  # rosette radius (sheet px)
-        "spacing": rng.uniform(2.0, 3.3),  # centre distance in units of summed radii
-        "thick": rng.uniform(0.22, 0.6),  # petal thickness / ring radius
-        "aspect": rng.uniform(0.72, 0.95),  # rosette ellipticity (stretched along the body)
-        "gap_deg": rng.uniform(15.0, 55.0),  # mean gap between petals
-        "solid_frac": rng.uniform(0.0, 0.3),  # share of plain spots among the flank rosettes
-        "small_density": rng.uniform(0.3, 2.0),  # small filler spots per rosette
-        "flank": flank,
-        "spine": (flank * rng.uniform(0.72, 0.85)).astype(np.float32),
-        "belly": _jitter_colour(rng, (168, 200, 224), 0.06),
-        "centre_tint": (np.array([0.80, 0.74, 0.82]) * rng.uniform(0.95, 1.05)).astype(np.float32),
-    }
-
-
-def _coat_sheet(rng: np.random.Generator, style: dict) -> np.ndarray:
-    """One flank's coat pattern as a uint8 BGR image of :data:`SHEET_SIZE` (top = spine, bottom = belly).
-
-    Rosettes are placed by dart throwing (no overlaps) with a size that shrinks toward the spine, belly
-    and shoulder/hip ends; the gaps get small solid spots.  Edges are roughened by a fine displacement
-    field so petals look organic rather than drawn with a compass.
-    """
-    w, h = SHEET_SIZE
-    r0, spacing, thick, aspect = style["r0"], style["spacing"], style["thick"], style["aspect"]
-    gap_deg, solid_frac, small_density = style["gap_deg"], style["solid_frac"], style["small_density"]
-    flank, spine, belly, centre_tint = style["flank"], style["spine"], style["belly"], style["centre_tint"]
-
-    def size_at(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        yn, xn = y / h, x / w
-        fy = 1.0 - 0.55 * np.clip(np.abs(yn - 0.45) / 0.45, 0, 1) ** 1.5
-        fx = 1.0 - 0.25 * np.clip(np.abs(xn - 0.5) / 0.5, 0, 1) ** 2
-        return r0 * fy * fx
-
-    # --- dart throwing, vectorised in batches (a candidate also yields to earlier ones in its batch) ---
-    margin = 2.0 * r0
-    n_cand = int(5.0 * (w + 2 * margin) * (h + 2 * margin) / (math.pi * r0 * r0))
-    cx = rng.uniform(-margin, w + margin, n_cand).astype(np.float32)
-    cy = rng.uniform(-margin, h + margin, n_cand).astype(np.float32)
-    rad = (size_at(np.clip(cx, 0, w), np.clip(cy, 0, h)) * rng.uniform(0.8, 1.2, n_cand)).astype(np.float32)
-    half = np.float32(0.5 * spacing)
-    ax_, ay_, ar_ = (np.zeros(0, np.float32) for _ in range(3))
-    batch = 256
-    for b in range(0, n_cand, batch):
-        x, y, r = cx[b : b + batch], cy[b : b + batch], rad[b : b + batch]
-        if len(ax_):
-            lim = half * (r[:, None] + ar_[None, :])
-            free = ~((x[:, None] - ax_) ** 2 + (y[:, None] - ay_) ** 2 < lim * lim).any(1)
-            x, y, r = x[free], y[free], r[free]
-        lim = half * (r[:, None] + r[None, :])
-        clash = np.triu((x[:, None] - x) ** 2 + (y[:, None] - y) ** 2 < lim * lim, k=1).any(0)
-        ax_, ay_, ar_ = (np.concatenate([p, q[~clash]]) for p, q in ((ax_, x), (ay_, y), (ar_, r)))
-
-    # --- draw: rosette rings of petals (thick arcs) + darker centres; solid spots at spine and belly -----
-    n = len(ax_)
-    spots = np.zeros((h, w), np.uint8)
-    centres = np.zeros((h, w), np.uint8)
-    sh = 4  # sub-pixel bits for cv2 drawing
-    sc = float(1 << sh)
-    lt = cv2.LINE_AA
-    yn_ = ay_ / h
-    solid = (yn_ > 0.8) | (yn_ < 0.08) | (rng.random(n) < solid_frac)
-    ang = rng.uniform(-25, 25, n)
-    n_pet = rng.integers(3, 8, n)
-    spans = rng.gamma(4.0, size=(n, 7)) * (np.arange(7) < n_pet[:, None])
-    spans = spans / spans.sum(1, keepdims=True) * 360.0
-    starts = rng.uniform(0, 360, n)[:, None] + np.cumsum(spans, 1) - spans
-    gaps = np.minimum(spans * 0.6, gap_deg * rng.uniform(0.4, 1.6, (n, 7)))
-    drawn = (spans > 0) & (rng.random((n, 7)) >= 0.12)  # ~1 in 8 petals missing: the ring breaks wider
-    pr = ar_[:, None] * rng.uniform(0.9, 1.12, (n, 7))
-    pt = np.maximum(2, np.round(ar_[:, None] * thick * rng.uniform(0.7, 1.3, (n, 7)))).astype(int)
-    blot = rng.uniform(0, 1, (n, 2, 6))  # solid-spot parameters: size, shape, offset x/y, angle, 2nd?
-    for i in range(n):
-        x, y, r = float(ax_[i]), float(ay_[i]), float(ar_[i])
-        if solid[i]:  # belly blotch / spine spot: one or two solid ellipses
-            for j in range(1 + int(blot[i, 0, 5] < 0.3)):
-                p = blot[i, j]
-                a_ = r * (0.35 + 0.35 * p[0])
-                cc = (int((x + (p[2] - 0.5) * r) * sc), int((y + (p[3] - 0.5) * r) * sc))
-                axes = (max(1, int(a_ * sc)), max(1, int(a_ * (0.55 + 0.45 * p[1]) * sc)))
-                cv2.ellipse(spots, cc, axes, 180 * p[4], 0, 360, 255, -1, lt, sh)
-            continue
-        c = (int(x * sc), int(y * sc))
-        cv2.ellipse(centres, c, (int(0.8 * r * sc), int(0.8 * r * aspect * sc)), ang[i], 0, 360, 255, -1, lt, sh)
-        for j in np.flatnonzero(drawn[i]):
-            rr = pr[i, j] * sc
-            s0 = starts[i, j] + gaps[i, j] / 2
-            s1 = starts[i, j] + spans[i, j] - gaps[i, j] / 2
-            cv2.ellipse(spots, c, (int(rr), int(rr * aspect)), ang[i], s0, s1, 255, int(pt[i, j]), lt, sh)
-    # small solid spots in the gaps between rosettes
-    n_small = int(small_density * n)
-    sx = rng.uniform(0, w, n_small)
-    sy = rng.uniform(0, h, n_small)
-    sr = size_at(sx, sy) * rng.uniform(0.12, 0.28, n_small)
-    sq = rng.uniform(0.6, 1.0, n_small)
-    sa = rng.uniform(0, 180, n_small)
-    for x, y, r, q, a_ in zip(sx.tolist(), sy.tolist(), sr.tolist(), sq.tolist(), sa.tolist(), strict=True):
-        axes = (max(1, int(r * sc)), max(1, int(r * q * sc)))
-        cv2.ellipse(spots, (int(x * sc), int(y * sc)), axes, a_, 0, 360, 255, -1, lt, sh)
-
-    # --- organic edges: fine + coarse displacement of both masks ---------------------------------------
-    u = w / 1024.0
-    disp = _noise(rng, h, w, 7.0 * u, 2) * (1.8 * u) + _noise(rng, h, w, 60.0 * u, 2) * (4.0 * u) + _grid(h, w)
-    masks = cv2.remap(np.dstack([spots, centres]), disp, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    masks = cv2.GaussianBlur(masks, (0, 0), 0.7).astype(np.float32) / 255.0
-    spot_m, centre_m = masks[..., 0], masks[..., 1]
-
-    # --- colour: spine -> flank -> belly ground, mottled; centres darker, spots near-black ------------
-    yn = (np.arange(h, dtype=np.float32) / h)[:, None, None]
-    t_sp = np.clip((0.22 - yn) / 0.22, 0, 1)
-    t_be = np.clip((yn - 0.62) / 0.3, 0, 1) ** 1.3
-    ground = (flank * (1 - t_sp - t_be) + spine * t_sp + belly * t_be).astype(np.float32)  # (h, 1, 3)
-    mottle = 1.0 + 0.05 * _noise(rng, h, w, 45.0 * u)
-    spot_a = 0.95 * spot_m[..., None]
-    coat = ground * (mottle[..., None] * (1.0 - centre_m[..., None] * (1.0 - centre_tint)))
-    coat = coat * (1.0 - spot_a) + _SPOT_BGR * spot_a
-    return np.clip(coat, 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -595,6 +437,92 @@ def _camera_scene(
     return _background(scene_rng, sw, sh, palette, scene_rng.uniform(0.45, 0.7))
 
 
+def _checked_options(
+    n_individuals: int, sightings_per_individual: int, seed: int, sides: Sequence[str], night_fraction: float,
+    n_cameras: int, paired_fraction: float, size: tuple[int, int], frame: bool, frame_size: tuple[int, int],
+) -> tuple[tuple[str, ...], tuple[int, int], tuple[int, int]]:
+    """:func:`generate`'s options checked (``ValueError`` naming the bad one): sides, size, frame size."""
+    if n_individuals < 0 or sightings_per_individual < 0:
+        raise ValueError("n_individuals and sightings_per_individual must be >= 0")
+    if seed < 0:
+        raise ValueError("seed must be a non-negative integer")
+    sides = tuple(sides)
+    bad = [s for s in sides if s not in ("left", "right")]
+    if not sides or bad:
+        raise ValueError(f"sides must be a non-empty subset of ('left', 'right'), got {sides!r}")
+    if not 0.0 <= night_fraction <= 1.0:
+        raise ValueError("night_fraction must be in [0, 1]")
+    if n_cameras < 1:
+        raise ValueError("n_cameras must be >= 1")
+    if not 0.0 <= paired_fraction <= 1.0:
+        raise ValueError("paired_fraction must be in [0, 1]")
+    if paired_fraction and len(set(sides)) < 2:
+        raise ValueError("paired_fraction needs both sides: a paired station photographs both flanks")
+    size = (int(size[0]), int(size[1]))
+    frame_size = (int(frame_size[0]), int(frame_size[1]))
+    if min(size) < 32:
+        raise ValueError("size must be at least 32 x 32 pixels")
+    if frame and (frame_size[0] < size[0] or frame_size[1] < 64):
+        raise ValueError("frame_size must be at least as wide as size and 64 px high")
+    return sides, size, frame_size
+
+
+def _write_individual(
+    out: Path, i: int, *, seed: int, sightings_per_individual: int, sides: tuple[str, ...], n_cameras: int,
+    night_fraction: float, days: float, start: datetime, paired_fraction: float, size: tuple[int, int],
+    frame: bool, frame_size: tuple[int, int], palettes: list, scenes: dict[tuple[int, int], np.ndarray],
+) -> list[dict]:
+    """Write every photo of individual ``i`` (``L-{i+1:03d}``) and return their metadata rows.
+
+    Each individual and sighting draws from its own seeded stream, so one animal's photos do not depend on
+    the others'; ``scenes`` caches one background per camera unit across individuals.
+    """
+    side_index = {"left": 0, "right": 1}
+    rows: list[dict] = []
+    identity = f"L-{i + 1:03d}"
+    meta_rng = np.random.default_rng([seed, i, 2])
+    reps = -(-sightings_per_individual // len(sides))
+    flanks = meta_rng.permutation(np.array((list(sides) * reps)[:sightings_per_individual], dtype=object))
+    home = meta_rng.choice(n_cameras, size=min(n_cameras, int(meta_rng.integers(1, 4))), replace=False)
+    build = _build(meta_rng)
+    style = _coat_style(meta_rng)
+    sheets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    (out / identity).mkdir(exist_ok=True)
+    for k in range(sightings_per_individual):
+        side = str(flanks[k])
+        rng = np.random.default_rng([seed, i, k, 1])
+        night = bool(rng.random() < night_fraction)
+        day_off = int(rng.uniform(0, days))
+        hour = int(rng.integers(19, 29)) % 24 if night else int(rng.integers(7, 18))
+        when = (datetime(start.year, start.month, start.day) + timedelta(days=day_off, hours=hour,
+                minutes=int(rng.integers(60)), seconds=int(rng.integers(60))))
+        cam = int(home[int(rng.integers(len(home)))])
+        camera = f"C{cam + 1:02d}"
+        shots = [(side, when, rng, 0, f"{identity}/{identity}_{k + 1:02d}.jpg")]
+        pair_rng = np.random.default_rng([seed, i, k, 3])
+        if paired_fraction and pair_rng.random() < paired_fraction:
+            other = "right" if side == "left" else "left"
+            later = when + timedelta(seconds=int(pair_rng.integers(1, 6)))
+            shots.append((other, later, pair_rng, 1, f"{identity}/{identity}_{k + 1:02d}p.jpg"))
+        for shot_side, shot_time, shot_rng, unit, rel in shots:
+            if shot_side not in sheets:
+                sheets[shot_side] = _flank_sheet(seed, i, side_index[shot_side], style)
+            if (cam, unit) not in scenes:
+                scenes[cam, unit] = _camera_scene(seed, cam, unit, palettes[cam], size, frame, frame_size)
+            stamp = shot_time.strftime("%Y-%m-%dT%H:%M:%S")
+            caption = f"{camera}  {shot_time:%Y-%m-%d %H:%M:%S}  {int(shot_rng.integers(12, 30) - 8 * night)}C"
+            img, bbox, quality = _sighting(shot_rng, *sheets[shot_side], build, shot_side, night, size, frame,
+                                           frame_size, caption, scenes[cam, unit])
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if not ok:  # pragma: no cover - cv2 always encodes a valid uint8 image
+                raise RuntimeError("JPEG encoding failed")
+            (out / rel).write_bytes(buf.tobytes())
+            rows.append({"path": rel, "identity": identity, "side": shot_side, "datetime": stamp,
+                         "camera": camera, "bbox": json.dumps(bbox), "night": night, "jpeg_quality": quality,
+                         "sighting": k + 1})
+    return rows
+
+
 def generate(
     out_dir: str | Path,
     *,
@@ -646,28 +574,8 @@ def generate(
         n_individuals = 30 if wild else 40
     if sightings_per_individual is None:
         sightings_per_individual = 5 if wild else 4
-    if n_individuals < 0 or sightings_per_individual < 0:
-        raise ValueError("n_individuals and sightings_per_individual must be >= 0")
-    if seed < 0:
-        raise ValueError("seed must be a non-negative integer")
-    sides = tuple(sides)
-    bad = [s for s in sides if s not in ("left", "right")]
-    if not sides or bad:
-        raise ValueError(f"sides must be a non-empty subset of ('left', 'right'), got {sides!r}")
-    if not 0.0 <= night_fraction <= 1.0:
-        raise ValueError("night_fraction must be in [0, 1]")
-    if n_cameras < 1:
-        raise ValueError("n_cameras must be >= 1")
-    if not 0.0 <= paired_fraction <= 1.0:
-        raise ValueError("paired_fraction must be in [0, 1]")
-    if paired_fraction and len(set(sides)) < 2:
-        raise ValueError("paired_fraction needs both sides: a paired station photographs both flanks")
-    size = (int(size[0]), int(size[1]))
-    frame_size = (int(frame_size[0]), int(frame_size[1]))
-    if min(size) < 32:
-        raise ValueError("size must be at least 32 x 32 pixels")
-    if frame and (frame_size[0] < size[0] or frame_size[1] < 64):
-        raise ValueError("frame_size must be at least as wide as size and 64 px high")
+    sides, size, frame_size = _checked_options(n_individuals, sightings_per_individual, seed, sides, night_fraction,
+                                               n_cameras, paired_fraction, size, frame, frame_size)
     if wild:
         if frame or paired_fraction:
             raise ValueError("wild=True does not combine with frame or paired_fraction")
@@ -679,7 +587,6 @@ def generate(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    side_index = {"left": 0, "right": 1}
     rows: list[dict] = []
     palettes = _site_palettes(np.random.default_rng([seed, 1 << 20]), n_cameras)
     scenes: dict[tuple[int, int], np.ndarray] = {}  # one fixed background per camera unit
@@ -689,47 +596,10 @@ def generate(
 
         it = tqdm(it, desc="synthetic leopards", unit="individual")
     for i in it:
-        identity = f"L-{i + 1:03d}"
-        meta_rng = np.random.default_rng([seed, i, 2])
-        reps = -(-sightings_per_individual // len(sides))
-        flanks = meta_rng.permutation(np.array((list(sides) * reps)[:sightings_per_individual], dtype=object))
-        home = meta_rng.choice(n_cameras, size=min(n_cameras, int(meta_rng.integers(1, 4))), replace=False)
-        build = _build(meta_rng)
-        style = _coat_style(meta_rng)
-        sheets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        (out / identity).mkdir(exist_ok=True)
-        for k in range(sightings_per_individual):
-            side = str(flanks[k])
-            rng = np.random.default_rng([seed, i, k, 1])
-            night = bool(rng.random() < night_fraction)
-            day_off = int(rng.uniform(0, days))
-            hour = int(rng.integers(19, 29)) % 24 if night else int(rng.integers(7, 18))
-            when = (datetime(start.year, start.month, start.day) + timedelta(days=day_off, hours=hour,
-                    minutes=int(rng.integers(60)), seconds=int(rng.integers(60))))
-            cam = int(home[int(rng.integers(len(home)))])
-            camera = f"C{cam + 1:02d}"
-            shots = [(side, when, rng, 0, f"{identity}/{identity}_{k + 1:02d}.jpg")]
-            pair_rng = np.random.default_rng([seed, i, k, 3])
-            if paired_fraction and pair_rng.random() < paired_fraction:
-                other = "right" if side == "left" else "left"
-                later = when + timedelta(seconds=int(pair_rng.integers(1, 6)))
-                shots.append((other, later, pair_rng, 1, f"{identity}/{identity}_{k + 1:02d}p.jpg"))
-            for shot_side, shot_time, shot_rng, unit, rel in shots:
-                if shot_side not in sheets:
-                    sheets[shot_side] = _flank_sheet(seed, i, side_index[shot_side], style)
-                if (cam, unit) not in scenes:
-                    scenes[cam, unit] = _camera_scene(seed, cam, unit, palettes[cam], size, frame, frame_size)
-                stamp = shot_time.strftime("%Y-%m-%dT%H:%M:%S")
-                caption = f"{camera}  {shot_time:%Y-%m-%d %H:%M:%S}  {int(shot_rng.integers(12, 30) - 8 * night)}C"
-                img, bbox, quality = _sighting(shot_rng, *sheets[shot_side], build, shot_side, night, size, frame,
-                                               frame_size, caption, scenes[cam, unit])
-                ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
-                if not ok:  # pragma: no cover - cv2 always encodes a valid uint8 image
-                    raise RuntimeError("JPEG encoding failed")
-                (out / rel).write_bytes(buf.tobytes())
-                rows.append({"path": rel, "identity": identity, "side": shot_side, "datetime": stamp,
-                             "camera": camera, "bbox": json.dumps(bbox), "night": night, "jpeg_quality": quality,
-                             "sighting": k + 1})
+        rows += _write_individual(out, i, seed=seed, sightings_per_individual=sightings_per_individual,
+                                  sides=sides, n_cameras=n_cameras, night_fraction=night_fraction, days=days,
+                                  start=start, paired_fraction=paired_fraction, size=size, frame=frame,
+                                  frame_size=frame_size, palettes=palettes, scenes=scenes)
     df = pd.DataFrame(rows, columns=[*METADATA_COLUMNS, "night", "jpeg_quality", "sighting"])
     df["night"] = df["night"].astype(bool)
     df[METADATA_COLUMNS].to_csv(out / "metadata.csv", index=False)

@@ -41,7 +41,7 @@ view, ``null`` for face views: overlap between two sightings of a flank), ``size
 Measured difficulty (defaults: 30 individuals x 5 photos, 12 sites; leave-one-out over all 150 photos,
 identity-level top-1; 2 CPU cores). Plain RootSIFT LNBNN baseline (``benchmarks/baseline_lnbnn.py``, via
 ``python benchmarks/bench_wild_synthetic.py --seed S --keypoints``): 0.587 / 0.720 / 0.567 for seeds 0 / 1 /
-2. The library at commit 778a7ed (``leopard_reid.evaluate`` on one ``describe(local=True)`` pass, the code
+2. The library at commit 778a7ed (``leopard_reid.evaluation.evaluate`` on one ``describe(local=True)`` pass, the code
 path of ``leopard-reid evaluate --metadata DIR/metadata.csv --method M --json``; about 150 s): ``local`` 0.567
 / 0.707, ``global`` 0.133 / 0.267 and the default ``fused`` 0.013 / 0.487 for seeds 0 / 1 (its cross-fitted
 logistic fusion gives the cosine a negative weight: among the shortlisted pairs, same-site pairs of different
@@ -71,23 +71,19 @@ import numpy as np
 import pandas as pd
 
 from .synthetic import (
-    _SPOT_BGR,
     METADATA_COLUMNS,
-    SHEET_SIZE,
     _background,
     _build,
-    _coat_style,
     _flank_sheet,
     _grass,
     _info_bar_height,
     _info_strip,
-    _jitter_colour,
-    _noise,
     _occlude,
     _photograph,
     _render_animal,
     _site_palettes,
 )
+from .synthetic_coat import _SPOT_BGR, SHEET_SIZE, _coat_style, _jitter_colour, _noise
 
 __all__ = ["LONG_SIDE", "VIEWS", "generate_wild", "read_truth"]
 

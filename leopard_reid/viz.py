@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from .evaluate import Evaluation
+    from .evaluation import Evaluation
     from .local import Verification
 
 __all__ = [

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from leopard_reid.calibration import _query_pairs, fit_monotone_fusion, select_fusion
-from leopard_reid.evaluate import _cross_fitted_fusion, rank_metrics
-from leopard_reid.match import PairScores
+from leopard_reid.evaluation import _cross_fitted_fusion, rank_metrics
+from leopard_reid.matching import PairScores
 
 
 def _scores(n_ids: int = 24, per_id: int = 3, *, cosine_lies: bool, seed: int = 0) -> tuple[PairScores, np.ndarray]:

@@ -8,7 +8,7 @@ import pytest
 
 import leopard_reid as lr
 from leopard_reid.embed import Features
-from leopard_reid.evaluate import rank_metrics
+from leopard_reid.evaluation import rank_metrics
 
 
 def test_rank_metrics_on_a_known_matrix():
@@ -116,3 +116,23 @@ def test_the_default_is_not_below_its_better_input_on_wild_photos(tmp_path, embe
     assert res["local"].top1 > res["global"].top1
     assert res["fused"].top1 >= max(res["local"].top1, res["global"].top1)
     assert res["fused"].mAP >= res["local"].mAP - 0.02
+
+
+def test_evaluation_repr_is_short_and_plot_draws_the_cmc(monkeypatch):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from leopard_reid.evaluation import Evaluation
+
+    cmc = np.linspace(0.5, 1.0, 40)
+    ev = Evaluation(method="fused", top1=0.5, top5=0.6, mAP=0.55, cmc=cmc, n_queries=40, n_identities=10,
+                    n_images=40, seconds=1.0, per_query=pd.DataFrame({"rank": np.arange(40)}))
+    text = repr(ev)
+    assert text == "Evaluation(method='fused', top1=0.500, top5=0.600, mAP=0.550, n_queries=40)"
+    calls = []
+    monkeypatch.setattr(matplotlib, "use", lambda *a, **k: calls.append(a))
+    fig = ev.plot(max_rank=10)
+    (line,) = fig.axes[0].get_lines()
+    assert calls == [] and np.array_equal(line.get_ydata(), cmc[:10])
+    assert line.get_xdata().tolist() == list(range(1, 11))
+    plt.close(fig)

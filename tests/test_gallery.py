@@ -520,7 +520,7 @@ def test_search_equals_brute_force(block_size, top_k):
 
 def test_identity_groups_best_is_max_and_first_argmax_per_identity():
     """Ties, masked (-inf) pairs, failed rows and NaN: as a plain max/argmax over each identity's exemplars."""
-    from leopard_reid.gallery import _IdentityGroups
+    from leopard_reid.gallery import IdentityGroups as _IdentityGroups
 
     rng = np.random.default_rng(3)
     labels = np.array(["b", "a", "c", "a", "b", "a", "d"], dtype=object)
@@ -574,3 +574,35 @@ def test_calibrations_are_kept_per_method(tmp_path):
     back = Gallery.load(tmp_path / "g.safetensors")
     assert back.calibration["threshold"] == 0.5  # the fused one of tiny_gallery, untouched
     assert back.calibration_for("local")["threshold"] == 3.5
+
+
+def test_subset_keeps_only_the_named_individuals_and_leaves_the_gallery_alone():
+    g = tiny_gallery(n=4)
+    sub = g.subset(["a", "c"])
+    assert sub.identities == ["a", "c"] and len(sub) == 3 and len(g) == 4
+    keep = np.array([0, 2, 3])
+    assert np.array_equal(sub.embeddings, g.embeddings[keep])
+    assert sub.metadata["path"].tolist() == g.metadata["path"].iloc[keep].tolist()
+    assert [len(f) for f in sub.local] == [len(g.local[i]) for i in keep]
+    assert (sub.backbone, sub.weights_sha256, sub.calibration) == (g.backbone, g.weights_sha256, g.calibration)
+    sub.remove("a")  # an independent copy
+    assert g.identities == ["a", "b", "c"] and len(g) == 4
+    with pytest.raises(GalleryError, match="unknown identity 'zz'"):
+        g.subset(["a", "zz"])
+
+
+def test_summary_counts_exemplars_per_identity_and_side():
+    g = tiny_gallery(n=4)  # a: left + unknown, b: right, c: left
+    s = g.summary()
+    assert s.index.tolist() == ["a", "b", "c"]
+    assert s.columns.tolist() == ["left", "right", "unknown", "exemplars"]
+    assert s.loc["a"].tolist() == [1, 0, 1, 2] and s.loc["b"].tolist() == [0, 1, 0, 1]
+    assert s.loc["c"].tolist() == [1, 0, 0, 1] and int(s["exemplars"].sum()) == len(g)
+    assert Gallery().summary().empty
+
+
+def test_notebook_html_shows_the_summary_with_names_escaped():
+    g = Gallery.from_embeddings(np.eye(2), ["<b>L-1</b>", "L-2"])
+    html = g._repr_html_()
+    assert "&lt;b&gt;L-1&lt;/b&gt;" in html and "<b>L-1</b>" not in html
+    assert "2 individuals" in html and "exemplars" in html

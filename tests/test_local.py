@@ -288,7 +288,7 @@ def test_leopardtrails_leave_one_out() -> None:
 
 
 def test_a_spot_counts_once_however_many_views_found_it() -> None:
-    from leopard_reid.local import _distinct
+    from leopard_reid.local.verification import _distinct
 
     # three correspondences on one spot (as three affine views detect it), one elsewhere, one sharing only
     # the candidate spot: strongest first, each spot counts once on either side

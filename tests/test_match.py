@@ -9,7 +9,7 @@ import pytest
 import leopard_reid as lr
 from leopard_reid.calibration import Calibration, _calibration_evidence, _gallery_features
 from leopard_reid.calibration import choose_threshold as _choose_threshold
-from leopard_reid.match import Matcher
+from leopard_reid.matching import Matcher
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +271,7 @@ def test_every_input_gets_a_rank1_row(population, embedder, tmp_path):
 
 def test_matcher_reused_and_method_disagreement_refused(split, embedder):
     root, gallery, queries = split
-    from leopard_reid.match import _fitted_matcher
+    from leopard_reid.matching import _fitted_matcher
 
     assert _fitted_matcher(gallery, "fused") is _fitted_matcher(gallery, "fused")
     local = Matcher(method="local").fit(gallery)
@@ -284,7 +284,7 @@ def test_matcher_reused_and_method_disagreement_refused(split, embedder):
 
 
 def test_default_embedder_is_reused_per_backbone():
-    from leopard_reid.match import _default_embedder
+    from leopard_reid.matching import _default_embedder
 
     assert _default_embedder("efficientnet_lite0") is _default_embedder("efficientnet_lite0")
 

@@ -83,7 +83,8 @@ def test_augmentation_never_flips() -> None:
 def test_loss_decreases_on_a_fixed_batch(tiny: tuple[Path, object], loss: str) -> None:
     from leopard_reid.embed import Embedder
     from leopard_reid.io import as_records, load_image
-    from leopard_reid.train import _labels, _make_loss
+    from leopard_reid.train.data import class_labels as _labels
+    from leopard_reid.train.losses import make_loss as _make_loss
 
     root, df = tiny
     torch.manual_seed(0)

@@ -42,7 +42,7 @@ def _cluster_new(
 
     from ..embed import Features
     from ..gallery import Gallery as _G
-    from ..match import Matcher
+    from ..matching import Matcher
 
     dets = [i for g in unmatched for i in members[g]]
     owner = np.array([k for k, g in enumerate(unmatched) for _ in members[g]])

@@ -108,9 +108,9 @@ def _score_detections(
     from tqdm.auto import tqdm
 
     from ..embed import Embedder
-    from ..gallery import _IdentityGroups
+    from ..gallery import IdentityGroups as _IdentityGroups
     from ..io import Record
-    from ..match import Matcher
+    from ..matching import Matcher
 
     n = len(meta)
     if embedder is None:

@@ -77,7 +77,7 @@ def _read_sightings(
 
 
 def _cell(value: Any) -> str:
-    from ..io import _cell as cell
+    from ..io import cell_text as cell
 
     return cell(value)
 

@@ -49,7 +49,8 @@ class PairScores:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def _check_method(method: str) -> None:
+def check_method(method: str) -> None:
+    """Raise ``ValueError`` naming the choices unless ``method`` is one of :data:`METHODS`."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
@@ -71,7 +72,7 @@ class Matcher:
         calibration: Calibration | None = None,
         local_options: dict[str, Any] | None = None,
     ) -> None:
-        _check_method(method)
+        check_method(method)
         self.method = method
         self.shortlist = shortlist
         self.side_aware = side_aware
@@ -240,7 +241,7 @@ def match(
         if getattr(matcher, "gallery_", None) is not gallery:
             raise ValueError("the given matcher was not fitted on this gallery: use Matcher(...).fit(gallery)")
     method = method or (matcher.method if matcher is not None else DEFAULT_METHOD)  # type: ignore[assignment]
-    _check_method(method)  # type: ignore[arg-type]
+    check_method(method)  # type: ignore[arg-type]
     records = as_records(images, root=root)  # a bad table is refused before any model is loaded
     if embedder is None:
         embedder = _default_embedder(gallery.backbone or "efficientnet_lite0")

@@ -20,9 +20,11 @@ import pandas as pd
 from .calibration import DEFAULT_CALIBRATION, Calibration, choose_threshold, select_fusion
 from .gallery import Gallery
 from .io import read_metadata
-from .match import DEFAULT_METHOD, Matcher, Method, PairScores, _check_method
+from .matching import DEFAULT_METHOD, Matcher, Method, PairScores, check_method
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from .embed import Embedder, Features
 
 __all__ = [
@@ -66,6 +68,17 @@ class Evaluation:
             "seconds": round(self.seconds, 2),
             "cmc": [round(float(v), 4) for v in self.cmc[:20]],
         }
+
+    def __repr__(self) -> str:
+        """Short: the method and headline metrics (not the CMC array or the per-query table)."""
+        return (f"Evaluation(method={self.method!r}, top1={self.top1:.3f}, top5={self.top5:.3f}, mAP={self.mAP:.3f}, "
+                f"n_queries={self.n_queries})")
+
+    def plot(self, *, max_rank: int = 20) -> Figure:
+        """The CMC curve (:func:`leopard_reid.viz.plot_cmc`) as a matplotlib figure; the backend is left alone."""
+        from .viz import plot_cmc
+
+        return plot_cmc(self, max_rank=max_rank)
 
     def __str__(self) -> str:
         return (
@@ -188,7 +201,7 @@ def _labelled_features(
     """Read a labelled table (CSV paths relative to its folder by default) and describe it unless given."""
     from .embed import Embedder
 
-    _check_method(method)
+    check_method(method)
     if not isinstance(data, pd.DataFrame):
         root = root if root is not None else os.path.dirname(os.path.abspath(data))
     df = read_metadata(data, require=("path", "identity"))
@@ -336,6 +349,7 @@ class OpenSetEvaluation:
     scores: pd.DataFrame = field(repr=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (the CLI's ``evaluate --open-set --json``), without the raw scores."""
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items() if k != "scores"}
 
 
