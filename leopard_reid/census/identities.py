@@ -1,6 +1,8 @@
 """Provisional new individuals: agglomerative clustering of the bursts no known individual matched
 (:func:`_cluster_new`) on the same score the gallery matching uses, turned into a distance on every method's
-scale (:func:`_distance`); :func:`_name_new` is the pipeline's stage that names them ``NEW-xxxx`` and joins
+scale (:func:`_distance`). Each unmatched detection is verified against a shortlist of the others only, and
+the clustering runs on that sparse graph (:func:`_sparse_linkage`); :func:`_cluster_exhaustive` is the dense
+n x n reference it is tested against; :func:`_name_new` is the pipeline's stage that names them ``NEW-xxxx`` and joins
 the two flanks of one animal photographed together at a paired station.
 """
 
