@@ -339,11 +339,10 @@ def _write(
         method=opts.method, cameras_name=inp.cameras_name)
     files.update(written)
     review_meta = meta[meta["valid"]].reset_index(drop=True)
-    keep_map = {int(i): j for j, i in enumerate(calls.good)}
     write_review(
         files["review"], ok, review_meta,
         cand=[cand_list[i] for i in calls.good],
-        local={keep_map[i]: f for i, f in sc.kept_local.items() if i in keep_map},
+        local=sc.local_features(calls.good),
         gallery=inp.gallery, gallery_path=inp.gallery_path, bases=[inp.base, Path.cwd()],
         columns=[*DECISION_COLUMNS, "side", "camera", "datetime"],
         summary=_review_summary(ok, sc.thr, (sc.lo, sc.hi), inp.errors),

@@ -99,8 +99,17 @@ class _Scored:
     per_id: np.ndarray
     per_ex: np.ndarray
     valid: np.ndarray
-    kept_emb: dict[int, np.ndarray]
-    kept_local: dict[int, Any]
+    kept_emb: dict[int, np.ndarray]  # every readable detection's embedding
+    kept_local: dict[int, Any]  # keypoints of the readable detections below the threshold
+    state: Any = None  # the saved chunks (.state.ChunkState), where the other detections' keypoints are
+    spans: Any = None  # (first row, end row) of each saved chunk
+
+    def local_features(self, rows: Any) -> Any:
+        """Keypoints of detections ``rows[r]`` by ``r`` (the review page's rows), described once: from memory,
+        else from their saved chunk."""
+        from .state import StoredFeatures
+
+        return StoredFeatures(self.kept_local, self.state, self.spans or [], rows)
 
 
 def _score_detections(
@@ -147,6 +156,7 @@ def _score_detections(
 
         state = ChunkState(Path(out), state_key(meta, gallery, embedder, method), resume=resume)
     bar = tqdm(total=n, desc="census", unit="det", disable=not show)
+    sc.state = state
 
     def keep(start: int, res: ChunkScores) -> None:
         """Store a scored chunk: per-identity bests, and every readable detection's features."""
@@ -155,9 +165,12 @@ def _score_detections(
         sc.per_ex[idx] = res.arg
         sc.valid[idx] = res.valid
         chunk_errors[start] = res.errors
+        below = res.best.max(axis=1) < thr if res.best.shape[1] else np.ones(len(res.valid), bool)
         for j, (emb, loc) in res.kept.items():
             sc.kept_emb[start + j] = emb
-            if loc is not None:
+            # keypoints stay in memory only where clustering may need them (a detection at or above the
+            # threshold is never in an unmatched burst); the others' are read back from the chunk file
+            if loc is not None and (state is None or below[j]):
                 sc.kept_local[start + j] = loc
 
     def finished(start: int, res: ChunkScores) -> None:
@@ -177,6 +190,7 @@ def _score_detections(
 
         size = chunk_size_for(n, len(client.scheduler_info(n_workers=-1).get("workers", {})) or 1, most=chunk_size)
     starts = list(range(0, n, size))
+    sc.spans = [(s, min(n, s + size)) for s in starts]
     todo = []
     for s in starts:
         res = state.load(s, min(n, s + size)) if state is not None and state.has(s, min(n, s + size)) else None

@@ -17,10 +17,13 @@ space (about 150 kB per detection, mostly keypoint descriptors).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
 import shutil
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,3 +140,50 @@ class ChunkState:
             return None
         return ChunkScores(best=a["best"], arg=a["arg"], valid=a["valid"], errors=errors,
                            kept={j: (a["embeddings"][k], local[k]) for k, j in enumerate(rows)})
+
+
+class StoredFeatures(Mapping):
+    """Keypoints of detections by position in ``rows`` (census row numbers): ``memory`` where the census kept
+    them, else read from the chunk ``state`` saved them in (a few chunks cached). Nothing is described again;
+    a detection with neither (unreadable) is absent."""
+
+    def __init__(self, memory: Mapping[int, Any], state: ChunkState | None,
+                 spans: Sequence[tuple[int, int]], rows: Sequence[int]) -> None:
+        self.memory = memory
+        self.state = state
+        self.spans = list(spans)
+        self.firsts = [a for a, _ in self.spans]
+        self.rows = [int(i) for i in rows]
+        self._chunks: OrderedDict[int, Any] = OrderedDict()
+
+    def _stored(self, i: int) -> Any:
+        if self.state is None or not self.spans:
+            return None
+        k = bisect.bisect_right(self.firsts, i) - 1
+        if k < 0 or not self.spans[k][0] <= i < self.spans[k][1]:
+            return None
+        if k not in self._chunks:
+            self._chunks[k] = self.state.load(*self.spans[k])
+            while len(self._chunks) > 4:
+                self._chunks.popitem(last=False)
+        self._chunks.move_to_end(k)
+        res = self._chunks[k]
+        kept = res.kept.get(i - self.spans[k][0]) if res is not None else None
+        return kept[1] if kept is not None else None
+
+    def __getitem__(self, r: int) -> Any:
+        if not 0 <= r < len(self.rows):
+            raise KeyError(r)
+        i = self.rows[r]
+        f = self.memory.get(i)
+        if f is None:
+            f = self._stored(i)
+        if f is None:
+            raise KeyError(r)
+        return f
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(range(len(self.rows)))
+
+    def __len__(self) -> int:
+        return len(self.rows)
