@@ -1,18 +1,27 @@
-"""A season of 10,000 detections on the CPU: time per detection and peak memory of ``run_census``.
+"""A season at scale on the CPU: identification quality, seconds per detection and peak memory of ``run_census``,
+against the plain per-detection loop a user could write.
 
-    python benchmarks/bench_census_scale.py                         # 10,000 detections
-    python benchmarks/bench_census_scale.py --detections 1000       # a quick look
+    python benchmarks/bench_census_scale.py --sizes 200 1000          # what the issue-17 table reports
+    python benchmarks/bench_census_scale.py --sizes 4000 10000 --data /big/disk/scale
 
-Generating 10,000 distinct synthetic camera-trap frames takes longer than the census itself, so the season
-is made from a smaller synthetic base (``--individuals`` x ``--sightings`` full frames, half the visits at
-paired stations): every detection is its own JPEG file, a base frame shifted by a random offset and
-re-encoded at a random quality, with its own time. Time and memory are what this benchmark measures;
-identification quality is measured on distinct frames by ``bench_census.py`` (near-copies of a frame are
-easier to cluster than new visits). Half of the base individuals are enrolled (one image per flank).
+Every detection is a distinct synthetic camera-trap frame (``synthetic.generate(frame=True,
+paired_fraction=0.5)``: many individuals, ``--sightings`` visits each, half the visits at paired stations
+photographing both flanks): no re-encoded copies, so clustering the new individuals is as hard as in
+``bench_census.py``. About ``size / 6`` individuals are generated; the even-numbered half are enrolled (the
+first sighting of each flank), every other frame is the season.
 
-Printed: seconds per detection, peak resident memory of the process (``ru_maxrss``) and resident memory
-sampled every second during the census, against the decoded size of the season's frames (what holding
-every image in memory would take). Runs on CPU with the embedded default model; no network.
+Per size, in separate child processes (so ``ru_maxrss`` is each one's own peak):
+
+* ``census``: :func:`run_census` on the season (fused method, the review page written); B-cubed precision,
+  recall and F1 of its identities (known names and ``NEW-xxxx``) per individual, the share of enrolled
+  animals' detections named correctly, seconds per detection and peak RSS;
+* ``baseline``: the loop a user could write: for each detection open the image, crop the box, 1,000 SIFT
+  keypoints (``cv2.SIFT_create(nfeatures=1000)``) made RootSIFT, and an embedding with the same timm model
+  (``leopard_reid.Embedder``, one crop at a time). Description only: no matching, no clustering, no files.
+
+``ratio`` is census / baseline seconds per detection (the census also matches, clusters, writes the capture
+histories and the review page; its keypoints are affine-view RootSIFT). Frames are generated once into
+``--data`` (default: a temporary folder) and reused. Runs on CPU with the embedded default model; no network.
 """
 
 from __future__ import annotations
@@ -20,124 +29,148 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_census import bcubed, write_inputs  # noqa: E402
-
-from leopard_reid import Embedder, Gallery  # noqa: E402
-from leopard_reid.census import run_census  # noqa: E402
-from leopard_reid.synthetic import generate  # noqa: E402
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
 
-def rss_mb() -> float:
-    """Resident memory of this process now (Linux /proc; 0 elsewhere)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except OSError:
-        return 0.0
-    return pages * resource.getpagesize() / 2**20
+def prepare(root: Path, size: int, seed: int, sightings: int) -> dict[str, str]:
+    """Generate (or reuse) a season of about ``size`` distinct detections; enroll half the individuals."""
+    from bench_census import write_inputs
+
+    from leopard_reid import Embedder, Gallery
+    from leopard_reid.synthetic import generate
+
+    root.mkdir(parents=True, exist_ok=True)
+    files = {"root": str(root), "md": str(root / "md.json"), "sightings": str(root / "sightings.csv"),
+             "cameras": str(root / "cameras.csv"), "gallery": str(root / "gallery.lrg"),
+             "truth": str(root / "season.csv")}
+    if Path(files["gallery"]).exists():
+        return files
+    # generate(): a visit at a paired station is two frames; about 1.5 frames per sighting, 1/6 enrolled
+    n_ind = max(4, round(size / (sightings * 1.5 * 0.9)))
+    df = generate(root, n_individuals=n_ind, sightings_per_individual=sightings, seed=seed, frame=True,
+                  paired_fraction=0.5, n_cameras=max(12, n_ind // 3))
+    df = df[["path", "identity", "side", "datetime", "camera", "bbox"]]
+    ids = sorted(df["identity"].unique())
+    known = set(ids[::2])
+    enrolled = df[df["identity"].isin(known)].groupby(["identity", "side"], sort=False).head(1)
+    season = df.drop(index=enrolled.index).reset_index(drop=True)
+    write_inputs(root, df, season, seed)
+    season.assign(known=season["identity"].isin(known)).to_csv(files["truth"], index=False)
+    Gallery.build(Embedder(progress=False), enrolled.reset_index(drop=True), root=root).save(files["gallery"])
+    return files
 
 
-def expand(root: Path, base: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """``n`` detections as distinct files: shifted, re-encoded copies of the base frames with new times."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    (root / "season").mkdir(exist_ok=True)
-    start = pd.Timestamp("2024-01-01")
-    for k in range(n):
-        b = base.iloc[k % len(base)]
-        img = cv2.imread(str(root / b["path"]))
-        h, w = img.shape[:2]
-        x, y, bw, bh = json.loads(b["bbox"])
-        dx = int(rng.integers(-min(x, 40), min(w - x - bw, 40) + 1))
-        dy = int(rng.integers(-min(y, 20), min(h - y - bh, 20) + 1))
-        img = np.roll(img, (dy, dx), axis=(0, 1))
-        rel = f"season/{b['camera']}_{k:05d}.jpg"
-        cv2.imwrite(str(root / rel), img, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))])
-        when = start + pd.Timedelta(seconds=int(rng.integers(0, 90 * 86400)))
-        rows.append({"path": rel, "identity": b["identity"], "side": b["side"], "camera": b["camera"],
-                     "datetime": when.strftime("%Y-%m-%dT%H:%M:%S"), "bbox": json.dumps([x + dx, y + dy, bw, bh])})
-    return pd.DataFrame(rows)
+def child_census(files: dict[str, str], out: str) -> dict:
+    from bench_census import bcubed
+
+    from leopard_reid import Embedder
+    from leopard_reid.census import run_census
+
+    embedder = Embedder(progress=False)
+    t0 = time.perf_counter()
+    res = run_census(files["md"], gallery=files["gallery"], out=out, sightings=files["sightings"],
+                     cameras=files["cameras"], embedder=embedder, progress=False, resume=False)
+    seconds = time.perf_counter() - t0
+    truth = pd.read_csv(files["truth"], dtype={"known": bool})
+    table = res.detections.merge(truth[["path", "identity", "known"]].rename(columns={"identity": "truth"}),
+                                 on="path", how="left")
+    p, r, f = bcubed(table["identity"].tolist(), table["truth"].tolist())
+    known = table["known"].to_numpy(bool)
+    return {"detections": len(table), "bcubed_p": p, "bcubed_r": r, "bcubed_f1": f,
+            "known_correct": float((table["identity"][known] == table["truth"][known]).mean()),
+            "new_individuals": res.counts["new_individuals"], "true_individuals": int(truth["identity"].nunique()),
+            "seconds": seconds, "s_per_det": seconds / max(1, len(table)),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def child_baseline(files: dict[str, str]) -> dict:
+    """The plain loop: open, crop, 1,000 RootSIFT keypoints, embed; one detection at a time."""
+    import cv2
+    from PIL import Image
+
+    from leopard_reid import Embedder
+
+    embedder = Embedder(progress=False)
+    md = json.loads(Path(files["md"]).read_text())
+    root = Path(files["root"])
+    sift = cv2.SIFT_create(nfeatures=1000)
+    n = 0
+    t0 = time.perf_counter()
+    for entry in md["images"]:
+        for det in entry["detections"]:
+            if det["category"] != "1" or det["conf"] < 0.2:
+                continue
+            img = Image.open(root / entry["file"]).convert("RGB")
+            w, h = img.size
+            x, y, bw, bh = det["bbox"]
+            crop = img.crop((int(x * w), int(y * h), int((x + bw) * w), int((y + bh) * h)))
+            gray = cv2.cvtColor(np.asarray(crop), cv2.COLOR_RGB2GRAY)
+            kps, desc = sift.detectAndCompute(gray, None)
+            if desc is not None:  # RootSIFT: L1-normalise, square root
+                desc = np.sqrt(desc / (np.abs(desc).sum(1, keepdims=True) + 1e-7))
+            embedder.embed([np.asarray(crop)])
+            n += 1
+    seconds = time.perf_counter() - t0
+    return {"detections": n, "seconds": seconds, "s_per_det": seconds / max(1, n),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_child(kind: str, files: dict[str, str], out: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--files", json.dumps(files), "--out", out]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode:
+        sys.exit(f"{kind} child failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--detections", type=int, default=10_000)
-    ap.add_argument("--individuals", type=int, default=60)
-    ap.add_argument("--sightings", type=int, default=4)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[200, 1000], help="season sizes (detections, about)")
+    ap.add_argument("--sightings", type=int, default=6, help="visits per individual")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", default=None, help="folder to generate into / reuse (default: temporary)")
+    ap.add_argument("--data", default=None, help="folder to generate the seasons into / reuse (default: temporary)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the plain per-detection loop")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--files", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        files = json.loads(args.files)
+        res = child_census(files, args.out) if args.child == "census" else child_baseline(files)
+        print(json.dumps(res))
+        return
 
     tmp = tempfile.TemporaryDirectory()
-    root = Path(args.data) if args.data else Path(tmp.name) / "season"
-    t0 = time.perf_counter()
-    if (root / "metadata.csv").exists():
-        base = pd.read_csv(root / "metadata.csv", dtype=str)
-    else:
-        base = generate(root, n_individuals=args.individuals, sightings_per_individual=args.sightings,
-                        seed=args.seed, frame=True, paired_fraction=0.5)
-        base = base[["path", "identity", "side", "datetime", "camera", "bbox"]]
-    ids = sorted(base["identity"].unique())
-    known = set(ids[::2])
-    enrolled = base[base["identity"].isin(known)].groupby(["identity", "side"], sort=False).head(1)
-    season_file = root / f"season_{args.detections}.csv"
-    if season_file.exists():
-        season = pd.read_csv(season_file, dtype=str)
-    else:
-        season = expand(root, base.drop(index=enrolled.index).reset_index(drop=True), args.detections, args.seed)
-        season.to_csv(season_file, index=False)
-    md, sightings, cameras = write_inputs(root, base, season, args.seed)
-    t_prep = time.perf_counter() - t0
-    w, h = cv2.imread(str(root / season["path"][0])).shape[1::-1]
-    decoded_gb = len(season) * w * h * 3 / 2**30
-
-    embedder = Embedder(progress=False)
-    gallery = Gallery.build(embedder, enrolled.reset_index(drop=True), root=root)
-    samples: list[float] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(1.0):
-            samples.append(rss_mb())
-
-    rss_before = rss_mb()
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out = Path(tmp.name) / "census"
-    res = run_census(md, gallery=gallery, out=out, sightings=sightings, cameras=cameras, embedder=embedder,
-                     progress=True)
-    done.set()
-    sampler.join()
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    table = res.detections.merge(season[["path", "identity"]].rename(columns={"identity": "truth"}), on="path")
-    p, r, f = bcubed(table["identity"].tolist(), table["truth"].tolist())
-    quarter = max(1, len(samples) // 4)
-    result = {
-        "detections": len(season), "distinct_base_frames": len(base), "enrolled_exemplars": len(gallery),
-        "frame_size": f"{w}x{h}", "decoded_season_gb": round(decoded_gb, 2),
-        "seconds_prepare": round(t_prep, 1), "seconds_census": round(res.seconds, 1),
-        "seconds_per_detection": round(res.seconds / max(1, len(season)), 3),
-        "rss_before_census_mb": round(rss_before), "rss_peak_mb": round(peak_mb),
-        "rss_first_quarter_max_mb": round(max(samples[:quarter], default=0)),
-        "rss_last_quarter_max_mb": round(max(samples[-quarter:], default=0)),
-        "peak_over_decoded_season": round(peak_mb / 1024 / decoded_gb, 3),
-        "decisions": table["decision"].value_counts().to_dict(), "new_individuals": res.counts["new_individuals"],
-        "bcubed_f1_near_copies": round(f, 3), "errors": len(res.errors),
-    }
-    for k, v in result.items():
-        print(f"{k:28s} {v}")
+    data = Path(args.data) if args.data else Path(tmp.name)
+    head = (f"{'size':>6} {'dets':>6} {'ind':>5} {'new':>5} {'B3 P':>6} {'B3 R':>6} {'B3 F1':>6} {'known ok':>8} "
+            f"{'s/det':>7} {'RSS MB':>7} {'base s/det':>10} {'base RSS':>8} {'ratio':>6} {'prep s':>7}")
+    rows = []
+    for size in args.sizes:
+        t0 = time.perf_counter()
+        files = prepare(data / f"season-{size}-seed{args.seed}", size, args.seed, args.sightings)
+        t_prep = time.perf_counter() - t0
+        c = run_child("census", files, str(Path(tmp.name) / f"census-{size}"))
+        b = run_child("baseline", files, "") if not args.no_baseline else None
+        row = (f"{size:>6} {c['detections']:>6} {c['true_individuals']:>5} {c['new_individuals']:>5} "
+               f"{c['bcubed_p']:>6.3f} {c['bcubed_r']:>6.3f} {c['bcubed_f1']:>6.3f} {c['known_correct']:>8.3f} "
+               f"{c['s_per_det']:>7.3f} {c['peak_rss_mb']:>7.0f} "
+               + (f"{b['s_per_det']:>10.3f} {b['peak_rss_mb']:>8.0f} {c['s_per_det'] / b['s_per_det']:>6.2f} "
+                  if b else f"{'-':>10} {'-':>8} {'-':>6} ")
+               + f"{t_prep:>7.0f}")
+        rows.append(row)
+        print(head, *rows, sep="\n", flush=True)
+        print(flush=True)
     tmp.cleanup()
 
 

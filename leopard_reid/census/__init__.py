@@ -33,7 +33,9 @@ Where things are (a package; everything public is importable from here):
 * :mod:`.sightings` and :mod:`.dates`: the sightings and cameras tables, date parsing, the season's start;
 * :mod:`.scoring`: :class:`ChunkScores` and :func:`score_chunk` (the unit of work, also on Dask workers);
 * :mod:`.grouping`: bursts, opposite-flank partners, paired bursts, flank links;
-* :mod:`.identities`: clustering unmatched bursts into provisional ``NEW-xxxx`` individuals;
+* :mod:`.identities`: clustering unmatched bursts into provisional ``NEW-xxxx`` individuals (a sparse graph
+  of shortlist-verified pairs: the cost grows with the season, not its square);
+* :mod:`.state`: each scored chunk saved in ``out/.census-state`` as it finishes, read back on a rerun;
 * :mod:`.outputs`: the matches table, ``decisions.csv``, ``census.json``, the review summary;
 * :mod:`.apply`: :func:`apply_review`;
 * :mod:`.results`: :class:`CensusResult`, :class:`CensusError` and the file columns.

@@ -71,6 +71,8 @@ class CensusOptions:
     utc_offset: str = "+00:00"
     species: str = "Panthera pardus"
     date_order: str | None = None
+    resume: bool = True
+    cluster_candidates: int = 10
 
 
 @dataclass
@@ -142,6 +144,8 @@ def run_census(
     utc_offset: str = "+00:00",
     species: str = "Panthera pardus",
     date_order: str | None = None,
+    resume: bool = True,
+    cluster_candidates: int = 10,
     client: Any = None,
 ) -> CensusResult:
     """Identify the animal detections of a camera-trap season and write the census outputs into ``out``.
@@ -166,13 +170,22 @@ def run_census(
     :mod:`leopard_reid.exports`) for ``session``; ``camera_operation``: a camtrapR-style camera-operation table
     for the usage; ``append_to``: a multi-session secr capthist file this session is added to; ``utc_offset`` and
     ``species`` for Camtrap DP and camtrapR. Individual covariates (``sex``) come from the gallery's metadata.
+
+    Scale (issue 17): each crop is described once (its embedding and keypoints serve the matching, the
+    clustering of new individuals and the review page). Each chunk's scores are saved in
+    ``out/.census-state`` as it finishes (:mod:`leopard_reid.census.state`); with ``resume`` a census stopped
+    part-way and run again with the same inputs and settings reads the finished chunks back and scores only the
+    rest, with the same outputs. ``cluster_candidates``: how many other unmatched detections each one is
+    verified against (by keypoint vote, and as many by embedding) when clustering new individuals, so that
+    clustering grows with the season, not with its square.
     """
     opts = CensusOptions(
         root=root, sightings=sightings, cameras=cameras, min_conf=min_conf, occasion_days=occasion_days,
         burst_seconds=burst_seconds, progress=progress, method=method, new_threshold=new_threshold,
         pair_seconds=pair_seconds, season_start=season_start, session=session, top_k=top_k, chunk_size=chunk_size,
         review_images=review_images, linkage=linkage, exports=exports, camera_operation=camera_operation,
-        append_to=append_to, utc_offset=utc_offset, species=species, date_order=date_order,
+        append_to=append_to, utc_offset=utc_offset, species=species, date_order=date_order, resume=resume,
+        cluster_candidates=cluster_candidates,
     )
     t0 = time.perf_counter()
     inp = _read_inputs(detections, gallery, Path(out), opts)
@@ -181,12 +194,12 @@ def run_census(
     sc, skipped = scoring._score_detections(
         meta, inp.gallery, embedder, from_file=inp.gallery_path is not None, method=opts.method,
         new_threshold=opts.new_threshold, chunk_size=opts.chunk_size, show=show,
-        lines=opts.progress is None and not show, client=client, t0=t0)
+        lines=opts.progress is None and not show, client=client, t0=t0, out=inp.out, resume=opts.resume)
     inp.errors.extend(skipped)
     meta = meta.assign(valid=sc.valid)
     calls = _decide(meta, sc, opts.burst_seconds)
     partners, new_names = _name_new(meta, sc, calls, pair_seconds=opts.pair_seconds, station=inp.station,
-                                    linkage=opts.linkage, show=show)
+                                    linkage=opts.linkage, show=show, candidates=opts.cluster_candidates)
     ok, cand_list, start_day = _match_table(meta, sc, calls, partners, top_k=opts.top_k,
                                             season_start=inp.season_start, occasion_days=opts.occasion_days)
     files = _write(ok, meta, sc, calls, cand_list, start_day, inp, opts)
@@ -210,6 +223,8 @@ def _read_inputs(detections: Any, gallery: str | os.PathLike | Gallery, out: Pat
     if opts.date_order is not None and opts.date_order not in DATE_ORDERS:
         raise CensusError(f"date_order must be one of {', '.join(DATE_ORDERS)}, not {opts.date_order!r}")
     _check_threshold(opts.method, opts.new_threshold)
+    if not (isinstance(opts.cluster_candidates, int) and opts.cluster_candidates >= 1):
+        raise CensusError(f"cluster_candidates must be a whole number >= 1, not {opts.cluster_candidates!r}")
     if isinstance(gallery, (str, os.PathLike)):
         gallery_path: Path | None = Path(gallery)
         gallery = Gallery.load(gallery)
@@ -324,11 +339,10 @@ def _write(
         method=opts.method, cameras_name=inp.cameras_name)
     files.update(written)
     review_meta = meta[meta["valid"]].reset_index(drop=True)
-    keep_map = {int(i): j for j, i in enumerate(calls.good)}
     write_review(
         files["review"], ok, review_meta,
         cand=[cand_list[i] for i in calls.good],
-        local={keep_map[i]: f for i, f in sc.kept_local.items() if i in keep_map},
+        local=sc.local_features(calls.good),
         gallery=inp.gallery, gallery_path=inp.gallery_path, bases=[inp.base, Path.cwd()],
         columns=[*DECISION_COLUMNS, "side", "camera", "datetime"],
         summary=_review_summary(ok, sc.thr, (sc.lo, sc.hi), inp.errors),

@@ -30,12 +30,15 @@ class ChunkScores:
     arg: np.ndarray  # (n, identities) the exemplar achieving it
     valid: np.ndarray
     errors: list[ImageError]
-    kept: dict[int, tuple[np.ndarray, Any]]  # chunk row -> (embedding, keypoints) of detections below threshold
+    # chunk row -> (embedding, keypoints) of every readable detection: clustering new individuals and the
+    # review page reuse them (a crop is described once per census)
+    kept: dict[int, tuple[np.ndarray, Any]]
 
 
 def score_chunk(embedder: Embedder, matcher: Any, by_identity: Any, thr: float, recs: list[Any]) -> ChunkScores:
     """Describe a chunk of detection records and score it against the fitted matcher. A pure function of its
-    records (the unit of work of a census, in one process or on a Dask worker)."""
+    records (the unit of work of a census, in one process or on a Dask worker). ``thr`` is unused: every
+    readable detection's features are kept (kept for the call's signature)."""
     import warnings
 
     import numpy as np
@@ -51,7 +54,7 @@ def score_chunk(embedder: Embedder, matcher: Any, by_identity: Any, thr: float, 
     ps = matcher.scores(feats)
     best, arg = by_identity.best(np.where(np.isfinite(ps.final), ps.final, -np.inf))  # a NaN never wins
     res.best[:], res.arg[:] = best, arg
-    for j in np.flatnonzero(feats.valid & (best.max(axis=1) < thr)):
+    for j in np.flatnonzero(feats.valid):
         res.kept[int(j)] = (feats.embeddings[j].copy(), feats.local[j] if feats.local is not None else None)
     return res
 
@@ -78,6 +81,11 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+#: Detections per saved chunk (at most; ``chunk_size`` when smaller): here a census resumes at most this many
+#: detections before where it stopped. On Dask the chunks are sized for the workers (``chunk_size_for``).
+SAVE_EVERY = 16
+
+
 @dataclass
 class _Scored:
     """The scoring stage's result: per detection and known identity, the best score and its exemplar, which
@@ -91,17 +99,29 @@ class _Scored:
     per_id: np.ndarray
     per_ex: np.ndarray
     valid: np.ndarray
-    kept_emb: dict[int, np.ndarray]
-    kept_local: dict[int, Any]
+    kept_emb: dict[int, np.ndarray]  # every readable detection's embedding
+    kept_local: dict[int, Any]  # keypoints of the readable detections below the threshold
+    state: Any = None  # the saved chunks (.state.ChunkState), where the other detections' keypoints are
+    spans: Any = None  # (first row, end row) of each saved chunk
+
+    def local_features(self, rows: Any) -> Any:
+        """Keypoints of detections ``rows[r]`` by ``r`` (the review page's rows), described once: from memory,
+        else from their saved chunk."""
+        from .state import StoredFeatures
+
+        return StoredFeatures(self.kept_local, self.state, self.spans or [], rows)
 
 
 def _score_detections(
     meta: pd.DataFrame, gallery: Gallery, embedder: Embedder | None, *, from_file: bool, method: str,
     new_threshold: float | None, chunk_size: int, show: bool, lines: bool, client: Any, t0: float,
+    out: Any = None, resume: bool = True,
 ) -> tuple[_Scored, list[ImageError]]:
     """Describe the detections in chunks (here, or on ``client``'s Dask workers) and score them against the
     gallery. Returns the scores and the skipped crops, in detection order. ``show``: a progress bar;
-    ``lines``: a plain line per chunk instead (pipelines and logs)."""
+    ``lines``: a plain line per chunk instead (pipelines and logs). ``out``: the census folder; each scored
+    chunk is then saved under ``out/.census-state`` as it finishes (:mod:`.state`) and, with ``resume``, the
+    chunks a previous run with the same inputs finished are read back instead of scored again."""
     from pathlib import Path
 
     import numpy as np
@@ -130,40 +150,89 @@ def _score_detections(
     sc = _Scored(matcher=matcher, thr=thr, lo=lo, hi=hi, id_names=id_names,
                  per_id=np.full((n, len(id_names)), -np.inf, np.float32),
                  per_ex=np.zeros((n, len(id_names)), np.int64), valid=np.zeros(n, bool), kept_emb={}, kept_local={})
+    state = None
+    if out is not None and n:
+        from .state import ChunkState, state_key
+
+        state = ChunkState(Path(out), state_key(meta, gallery, embedder, method), resume=resume)
     bar = tqdm(total=n, desc="census", unit="det", disable=not show)
-    # on a terminal the bar moves per detection (keypoint extraction, per crop anyway, dominates the cost)
-    step = 1 if show else chunk_size
+    sc.state = state
 
     def keep(start: int, res: ChunkScores) -> None:
-        """Store a scored chunk: per-identity bests, and the unmatched detections' features for clustering."""
+        """Store a scored chunk: per-identity bests, and every readable detection's features."""
         idx = np.arange(start, start + len(res.valid))
         sc.per_id[idx] = res.best
         sc.per_ex[idx] = res.arg
         sc.valid[idx] = res.valid
         chunk_errors[start] = res.errors
-        bar.update(len(res.valid))
+        below = res.best.max(axis=1) < thr if res.best.shape[1] else np.ones(len(res.valid), bool)
         for j, (emb, loc) in res.kept.items():
             sc.kept_emb[start + j] = emb
-            if loc is not None:
+            # keypoints stay in memory only where clustering may need them (a detection at or above the
+            # threshold is never in an unmatched burst); the others' are read back from the chunk file
+            if loc is not None and (state is None or below[j]):
                 sc.kept_local[start + j] = loc
+
+    def finished(start: int, res: ChunkScores) -> None:
+        if state is not None:
+            state.save(start, start + len(res.valid), res)
+        keep(start, res)
+        bar.update(len(res.valid))
 
     def records(part: pd.DataFrame) -> list[Record]:
         return [Record(name=p, source=Path(s), bbox=tuple(b), side=sd)
                 for p, s, b, sd in zip(part["path"], part["source"], part["bbox"], part["side"])]
 
     chunk_errors: dict[int, list[ImageError]] = {}  # by first row: errors.csv in detection order, as chunks finish
+    size = min(chunk_size, SAVE_EVERY)  # a killed census loses at most one small chunk
     if client is not None:
-        from ..distributed import census_scores, chunk_size_for
+        from ..distributed import chunk_size_for
 
         size = chunk_size_for(n, len(client.scheduler_info(n_workers=-1).get("workers", {})) or 1, most=chunk_size)
-        starts = list(range(0, n, size))
-        census_scores(embedder, [records(meta.iloc[s : s + size]) for s in starts],
+    starts = list(range(0, n, size))
+    sc.spans = [(s, min(n, s + size)) for s in starts]
+    todo = []
+    for s in starts:
+        res = state.load(s, min(n, s + size)) if state is not None and state.has(s, min(n, s + size)) else None
+        if res is None:
+            todo.append(s)
+        else:
+            keep(s, res)
+            bar.update(len(res.valid))
+    if len(todo) < len(starts):
+        _say(f"census: resuming: {len(starts) - len(todo)} of {len(starts)} chunks already scored "
+             f"({state.dir if state is not None else ''}), {len(todo)} to score")
+    if client is not None and todo:
+        from ..distributed import census_scores
+
+        census_scores(embedder, [records(meta.iloc[s : s + size]) for s in todo],
                       gallery=gallery, from_file=from_file, method=method, thr=thr, client=client,
-                      on_result=lambda i, res: keep(starts[i], res))
-    for start in range(0, n if client is None else 0, step):
+                      on_result=lambda i, res: finished(todo[i], res))
+    for start in todo if client is None else []:
         if lines and start:
             _say(f"census: {start}/{n} detections scored ({time.perf_counter() - t0:.0f} s)")
-        part = meta.iloc[start : start + step]
-        keep(start, score_chunk(embedder, matcher, by_identity, thr, records(part)))
+        part = meta.iloc[start : start + size]
+        # on a terminal the bar moves per detection (keypoint extraction, per crop anyway, dominates the cost)
+        step = 1 if show else size
+        pieces = []
+        for s in range(0, len(part), step):
+            pieces.append(score_chunk(embedder, matcher, by_identity, thr, records(part.iloc[s : s + step])))
+            bar.update(len(pieces[-1].valid))
+        res = _concat(pieces, step)
+        if state is not None:
+            state.save(start, start + len(res.valid), res)
+        keep(start, res)
     bar.close()
     return sc, [e for s in sorted(chunk_errors) for e in chunk_errors[s]]
+
+
+def _concat(pieces: list[ChunkScores], step: int) -> ChunkScores:
+    """One chunk's scores from consecutive pieces of ``step`` detections."""
+    import numpy as np
+
+    if len(pieces) == 1:
+        return pieces[0]
+    return ChunkScores(
+        best=np.concatenate([p.best for p in pieces]), arg=np.concatenate([p.arg for p in pieces]),
+        valid=np.concatenate([p.valid for p in pieces]), errors=[e for p in pieces for e in p.errors],
+        kept={k * step + j: f for k, p in enumerate(pieces) for j, f in p.kept.items()})

@@ -1,0 +1,178 @@
+"""Issue 17, a season-scale census: sparse clustering of new individuals, resumable scoring, one description
+per detection."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from leopard_reid.census import run_census
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------ sparse linkage
+@pytest.mark.parametrize("linkage", ["single", "average", "complete"])
+def test_sparse_linkage_equals_scikit_learn_on_a_dense_matrix(linkage):
+    """Every pair an edge: the same clusters as scikit-learn's; missing pairs behave as the far distance."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    from leopard_reid.census.identities import _sparse_linkage
+
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        n = int(rng.integers(2, 30))
+        centres = rng.integers(0, max(1, n // 3), n)
+        d = np.abs(centres[:, None] - centres[None, :]) * 0.3 + rng.uniform(0, 0.35, (n, n))
+        d = np.minimum((d + d.T) / 2, 1.0)
+        missing = np.triu(rng.uniform(size=(n, n)) < (0.5 if trial % 2 else 0.0), 1)
+        missing |= missing.T
+        dense = np.where(missing, 1.0, d)
+        np.fill_diagonal(dense, 0.0)
+        ref = AgglomerativeClustering(n_clusters=None, metric="precomputed", linkage=linkage,
+                                      distance_threshold=0.4).fit_predict(dense)
+        a, b = np.nonzero(np.triu(~missing, 1))
+        got = _sparse_linkage(n, a, b, d[a, b], 0.4, linkage, 1.0)
+        assert _partition(got) == _partition(ref), (trial, linkage)
+
+
+def _partition(labels) -> set[frozenset[int]]:
+    groups: dict[int, set[int]] = {}
+    for i, lab in enumerate(labels):
+        groups.setdefault(int(lab), set()).add(i)
+    return {frozenset(g) for g in groups.values()}
+
+
+# ------------------------------------------------------------------------------------------ a small season
+@pytest.fixture(scope="module")
+def small_season(tmp_path_factory, embedder):
+    """``synth --season``'s season (paired stations): 8 leopards x 6 sightings, half of them enrolled."""
+    from leopard_reid import Gallery
+    from leopard_reid.demo import write_census_season
+
+    root = tmp_path_factory.mktemp("scale-season")
+    files = write_census_season(root, n_individuals=8, sightings_per_individual=6, seed=4)
+    known = pd.read_csv(files["known"])
+    Gallery.build(embedder, known, root=root).save(root / "gallery.lrg")
+    return {"root": root, **files, "gallery": root / "gallery.lrg"}
+
+
+def test_sparse_clustering_gives_the_exhaustive_provisional_individuals(small_season, embedder, monkeypatch):
+    """Acceptance (issue 17): on a small season, the sparse clustering (3 candidates per detection, so most
+    pairs are never verified) finds the same provisional individuals as the exhaustive n x n clustering."""
+    import leopard_reid.census.identities as ident
+
+    seen = {}
+    real = ident._cluster_new
+
+    def both(*args, **kw):
+        got = real(*args, **kw)
+        ref = ident._cluster_exhaustive(*args, **{k: v for k, v in kw.items() if k != "candidates"})
+        seen.update(n=len(args[0]), got=got, ref=ref)
+        return got
+
+    monkeypatch.setattr(ident, "_cluster_new", both)
+    s = small_season
+    for linkage in ("average", "single"):
+        run_census(s["detections"], gallery=s["gallery"], out=s["root"] / f"out-{linkage}", sightings=s["sightings"],
+                   cameras=s["cameras"], embedder=embedder, progress=False, review_images=0, linkage=linkage,
+                   cluster_candidates=3)
+        assert seen["n"] > 8  # more unmatched bursts than 2 x candidates: the graph is really sparse
+        groups = lambda c: _partition([c[g] for g in sorted(c)])  # noqa: E731
+        assert groups(seen["got"]) == groups(seen["ref"]), linkage
+
+
+# ------------------------------------------------------------------------------------------ describe once
+def test_each_detection_is_described_once(small_season, embedder, tmp_path, monkeypatch):
+    """Acceptance (issue 17): matching, clustering and the review page share one keypoint extraction per
+    readable detection (the gallery's exemplars are stored: none for them)."""
+    import functools
+
+    import leopard_reid.local as local
+
+    calls = []
+    real = local.extract_features
+
+    @functools.wraps(real)  # the extractor's options are read from its signature
+    def counting(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(local, "extract_features", counting)
+    s = small_season
+    res = run_census(s["detections"], gallery=s["gallery"], out=tmp_path / "once", sightings=s["sightings"],
+                     cameras=s["cameras"], embedder=embedder, progress=False)
+    assert res.files["review"].stat().st_size > 0 and res.counts["new"] > 0
+    assert len(calls) == len(res.detections)
+
+
+# ------------------------------------------------------------------------------------------ resumable
+def _census_cmd(s: dict, out: Path) -> list[str]:
+    return [sys.executable, "-m", "leopard_reid.cli", "census", "--detections", str(s["detections"]),
+            "--gallery", str(s["gallery"]), "--sightings", str(s["sightings"]), "--cameras", str(s["cameras"]),
+            "--out", str(out), "--device", "cpu"]
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+             if p.is_file() and ".census-state" not in p.parts}
+    return files
+
+
+def test_a_killed_census_resumes_with_the_same_outputs(small_season, tmp_path):
+    """Acceptance (issue 17): SIGKILL the census CLI once a chunk is saved, run it again: the finished chunks
+    are read back, not scored again, and every output equals an uninterrupted run's byte for byte."""
+    s = small_season
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    whole = tmp_path / "whole"
+    done = subprocess.run(_census_cmd(s, whole), env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    n_chunks = len(list((whole / ".census-state").glob("*/chunk-*.npz")))
+    assert n_chunks >= 3
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_census_cmd(s, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while not list((out / ".census-state").glob("*/chunk-*.npz")):
+            assert proc.poll() is None, "the census finished before a chunk was seen"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    saved = {p: p.stat().st_mtime_ns for p in (out / ".census-state").glob("*/chunk-*.npz")}
+    assert 1 <= len(saved) < n_chunks
+    assert not (out / "matches.csv").exists()
+
+    again = subprocess.run(_census_cmd(s, out), env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming: {len(saved)} of {n_chunks} chunks already scored" in again.stderr
+    assert {p: p.stat().st_mtime_ns for p in saved} == saved  # finished chunks were not rewritten
+    assert len(list((out / ".census-state").glob("*/chunk-*.npz"))) == n_chunks
+    a, b = _outputs(whole), _outputs(out)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert a[name] == b[name], name
+
+
+def test_a_different_run_never_reuses_stale_chunks(small_season, embedder, tmp_path):
+    """Other inputs or settings hash to another state folder: the old chunks are dropped, not read."""
+    s = small_season
+    kw = dict(gallery=s["gallery"], out=tmp_path / "o", sightings=s["sightings"], cameras=s["cameras"],
+              embedder=embedder, progress=False, review_images=0)
+    run_census(s["detections"], method="fused", **kw)
+    first = {p.name for p in (tmp_path / "o" / ".census-state").iterdir()}
+    run_census(s["detections"], method="local", new_threshold=1.0, **kw)
+    second = {p.name for p in (tmp_path / "o" / ".census-state").iterdir()}
+    assert len(first) == len(second) == 1 and first != second
