@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .files import replacing
 
 if TYPE_CHECKING:
     from .local import LocalFeatures
@@ -85,11 +86,7 @@ class EmbeddingCache:
 
             arrays.update({f"local.{k}": v for k, v in pack_features(local).items()})
         name = self.folder / f"shard-{uuid.uuid4().hex}.npz"
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
+        with replacing(name) as fh:
             np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, name)
         for i, k in enumerate(keys):
             self._index[k] = (name, i)

@@ -14,16 +14,15 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import stat
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from .files import atomic_copy, atomic_write
 from .io import parse_bbox, parse_side
 from .ranking import IdentityGroups, search_scores, top_identities
 
@@ -428,8 +427,8 @@ class Gallery:
                             "save(overwrite=True)"
                         )
                 if path.exists():
-                    _atomic_copy(path, path.with_name(path.name + ".bak"))
-                _atomic_write(path, data)
+                    atomic_copy(path, path.with_name(path.name + ".bak"))
+                atomic_write(path, data)
         except Timeout:
             raise GalleryError(
                 f"{path}: another process has been saving this gallery for over {lock_timeout:.0f} s "
@@ -606,59 +605,3 @@ def _read_checksum(path: Path) -> str | None:
         return header["__metadata__"]["checksum"]
     except (OSError, ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError):
         return None
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _temporary(target: Path, like: Path) -> tuple[int, str]:
-    """Create ``.<target name>.<random>.tmp`` beside ``target`` with the permissions of ``like`` when it
-    exists (else the umask's; never ``tempfile``'s owner-only 0600, which would hide a shared gallery)."""
-    import secrets
-
-    for _ in range(100):
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        except FileExistsError:
-            continue
-        with contextlib.suppress(OSError):
-            os.chmod(tmp, stat.S_IMODE(like.stat().st_mode))
-        return fd, str(tmp)
-    raise GalleryError(f"{target}: cannot create a temporary file beside it")
-
-
-@contextlib.contextmanager
-def _replacing(target: Path, like: Path) -> Iterator[BinaryIO]:
-    """A temporary file beside ``target`` to write; once written it is fsynced and renamed over ``target``
-    (readers see the old or the new file, never half of one), and on any error it is deleted."""
-    fd, tmp = _temporary(target, like)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically and durably (the rename too is fsynced)."""
-    with _replacing(path, path) as fh:
-        fh.write(data)
-    _fsync_dir(path.parent)
-
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` the same atomic way (used for the ``.bak`` of the previous version)."""
-    with _replacing(dst, src) as out, open(src, "rb") as inp:
-        shutil.copyfileobj(inp, out, 1 << 20)

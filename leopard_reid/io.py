@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv as _csv
+import io as _io
 import json
 import math
 import os
@@ -578,8 +579,11 @@ def write_errors(errors: Sequence[Any], folder: str | os.PathLike, *, command: s
             out.unlink()
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as fh:
-        w = _csv.writer(fh)
-        w.writerow(["path", "reason", "command"])
-        w.writerows(kept + new)
+    from .files import atomic_write
+
+    buf = _io.StringIO(newline="")
+    w = _csv.writer(buf)
+    w.writerow(["path", "reason", "command"])
+    w.writerows(kept + new)
+    atomic_write(out, buf.getvalue().encode("utf-8"))
     return out if new else None

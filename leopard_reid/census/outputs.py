@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..files import atomic_write
 from .dates import _season_start
 from .detections import _fmt_box
 from .results import DECISION_COLUMNS, MATCH_COLUMNS
@@ -53,8 +54,7 @@ def _write_decisions(table: pd.DataFrame, path: Path, notes: list[str]) -> Path:
             new, k = path.with_name(f"{path.stem}-{stamp}-{k}{path.suffix}"), k + 1
         notes.append(f"{path} exists and may hold a reviewer's edits: kept; this run's decisions are in {new.name}")
         path = new
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        fh.write(text)
+    atomic_write(path, text.encode("utf-8"))
     return path
 
 
@@ -65,7 +65,7 @@ def _write_run_info(path: Path, **info: Any) -> None:
     data = {"root": str(Path(info.pop("root")).resolve()),
             "detections": str(Path(det).resolve()) if isinstance(det, (str, os.PathLike)) else None,
             "gallery": str(gp.resolve()) if gp is not None else None, **info}
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    atomic_write(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
 
 
 def _review_summary(table: pd.DataFrame, threshold: float, band: tuple[float, float], errors: Sequence[Any]) -> str:

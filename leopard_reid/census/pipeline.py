@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..files import atomic_write
 from . import scoring
 from .dates import DATE_ORDERS, _parse_datetime, _season_start
 from .detections import _detection_rows, _fmt_box, read_detections
@@ -327,7 +328,7 @@ def _write(
     out = inp.out
     files = {"matches": out / "matches.csv", "decisions": out / "decisions.csv", "errors": out / "errors.csv",
              "review": out / "review.html"}
-    ok.to_csv(files["matches"], index=False)
+    atomic_write(files["matches"], ok.to_csv(index=False).encode("utf-8"))
     files["decisions"] = _write_decisions(ok, files["decisions"], inp.notes)
     write_errors(inp.errors, out, command="census")
     _write_run_info(out / "census.json", detections=inp.detections, root=inp.base, gallery_path=inp.gallery_path,

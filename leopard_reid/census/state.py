@@ -100,7 +100,7 @@ class ChunkState:
 
         import numpy as np
 
-        from ..gallery import _atomic_write
+        from ..files import atomic_write
         from ..local import pack_features
 
         rows = sorted(res.kept)
@@ -116,7 +116,7 @@ class ChunkState:
             arrays.update({f"local_{k}": v for k, v in pack_features(local).items()})
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        _atomic_write(self.path(start, stop), buf.getvalue())
+        atomic_write(self.path(start, stop), buf.getvalue())
 
     def load(self, start: int, stop: int) -> ChunkScores | None:
         """A chunk saved by :meth:`save`; None if its file is unreadable (it is then scored again)."""

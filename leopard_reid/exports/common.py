@@ -30,10 +30,10 @@ class ExportError(ValueError):
 # ---------------------------------------------------------------------------------------------- helpers
 def _write_text(path: str | os.PathLike, text: str) -> Path:
     """Replace ``path`` atomically (the gallery's temporary-file-and-rename helper)."""
-    from ..gallery import _atomic_write
+    from ..files import atomic_write
 
     path = Path(path)
-    _atomic_write(path, text.encode("utf-8"))
+    atomic_write(path, text.encode("utf-8"))
     return path
 
 

@@ -29,6 +29,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..files import atomic_write
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -309,5 +311,5 @@ def write_review(
     page = render_page(rows, pics.images.items, columns=columns, summary=summary, notes=notes,
                        camera_map=camera_map, next_new=max(news, default=0) + 1)
     path = Path(path)
-    path.write_text(page, encoding="utf-8")
+    atomic_write(path, page.encode("utf-8"))
     return path

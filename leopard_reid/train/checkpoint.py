@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ..files import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -15,18 +16,14 @@ __all__ = ["load_optimizer", "optimizer_tensors", "plot_history", "save_tensors"
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, str] | None = None) -> None:
     """Write tensors as safetensors (with string metadata) atomically: a crash never leaves half a file."""
 
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    atomic_write(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=meta))
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write a text file atomically (UTF-8; temporary file, then rename)."""
+    atomic_write(path, text.encode("utf-8"))
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
@@ -84,6 +81,4 @@ def write_history(history: list[dict[str, Any]], path: Path) -> None:
 
     import pandas as pd
 
-    tmp = path.with_name(path.name + ".tmp")
-    pd.DataFrame(history).to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, pd.DataFrame(history).to_csv(index=False).encode("utf-8"))
