@@ -295,7 +295,19 @@ class Gallery:
         self._meta = meta if was_empty else pd.concat([self._meta, meta], ignore_index=True)
         if local is not None:
             self._local = list(local) if was_empty or self._local is None else self._local + list(local)
+        self._stale_calibrations(f"{n} exemplar(s) added")
         return self
+
+    def _stale_calibrations(self, what: str) -> None:
+        """Flag every stored calibration stale: it was fitted on exemplars the gallery no longer has as such.
+        :class:`~leopard_reid.matching.Matcher` warns when it uses one; ``calibrate`` stores a fresh one."""
+        for cal in self.calibrations.values():
+            cal["stale"] = "; ".join(filter(None, [cal.get("stale"), what]))
+
+    @property
+    def calibration_stale(self) -> bool:
+        """Whether a stored calibration predates exemplars added, removed or merged since it was fitted."""
+        return any(cal.get("stale") for cal in self.calibrations.values())
 
     def _keep(self, mask: np.ndarray) -> None:
         self._emb = self._emb[mask]
@@ -311,6 +323,7 @@ class Gallery:
         """Remove an individual and all its exemplars; returns self."""
         self._require(identity)
         self._keep((self._meta["identity"] != identity).to_numpy())
+        self._stale_calibrations(f"{identity} removed")
         return self
 
     def rename(self, old: str, new: str) -> Gallery:
@@ -326,6 +339,7 @@ class Gallery:
         self._require(source)
         self._require(into)
         self._meta.loc[self._meta["identity"] == source, "identity"] = into
+        self._stale_calibrations(f"{source} merged into {into}")
         return self
 
     # ------------------------------------------------------------------ search

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -108,6 +109,9 @@ class Matcher:
         if cal is None:
             stored = gallery.calibration_for(self.method)
             cal = Calibration.from_dict(stored) if stored else None
+            if stored and stored.get("stale"):
+                warnings.warn(f"the gallery's {self.method} calibration predates changes to its exemplars "
+                              f"({stored['stale']}): run leopard-reid calibrate again", stacklevel=2)
         self.calibration_ = cal or DEFAULT_CALIBRATION
         return self
 

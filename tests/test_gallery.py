@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -606,3 +607,27 @@ def test_notebook_html_shows_the_summary_with_names_escaped():
     html = g._repr_html_()
     assert "&lt;b&gt;L-1&lt;/b&gt;" in html and "<b>L-1</b>" not in html
     assert "2 individuals" in html and "exemplars" in html
+
+
+def test_a_calibration_is_flagged_stale_when_the_exemplars_change() -> None:
+    from leopard_reid.calibration import Calibration
+    from leopard_reid.matching import Matcher
+
+    rng = np.random.default_rng(0)
+    g = Gallery.from_embeddings(rng.normal(size=(6, 8)), ["a", "a", "b", "b", "c", "c"])
+    g.calibration = Calibration(coef=(1.0, 2.0), intercept=-3.0, method="fused").to_dict()
+    g.calibrations["global"] = Calibration(coef=(4.0,), intercept=-2.0, method="global").to_dict()
+    assert not g.calibration_stale
+    g.rename("c", "d")  # names only: the scores a calibration was fitted on are unchanged
+    assert not g.calibration_stale
+    g.add(rng.normal(size=(1, 8)), ["e"])
+    assert g.calibration_stale and g.calibration_for("global")["stale"] == "1 exemplar(s) added"
+    g.merge("e", "a")
+    g.remove("b")
+    assert g.calibration["stale"] == "1 exemplar(s) added; e merged into a; b removed"
+    with pytest.warns(UserWarning, match="global calibration predates changes to its exemplars"):
+        Matcher(method="global").fit(g)
+    g.calibrations["global"] = Calibration(coef=(4.0,), intercept=-2.0, method="global").to_dict()  # refitted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Matcher(method="global").fit(g)
