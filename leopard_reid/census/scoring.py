@@ -129,7 +129,6 @@ def _score_detections(
 
     from ..embed import Embedder
     from ..gallery import IdentityGroups as _IdentityGroups
-    from ..io import Record
     from ..matching import Matcher
 
     n = len(meta)
@@ -137,14 +136,7 @@ def _score_detections(
         embedder = Embedder(gallery.backbone or "efficientnet_lite0", progress=False)
     gallery.check_embedder(embedder)
     matcher = Matcher(method=method).fit(gallery)  # type: ignore[arg-type]
-    thr = matcher.threshold(new_threshold)
-    if thr is None:
-        raise ValueError(f"method {method!r} has no calibrated threshold: give new_threshold")
-    if method == "fused" and new_threshold is None:
-        lo, hi = matcher.calibration_.uncertain_band
-        lo, hi = min(lo, thr), max(hi, thr)
-    else:
-        lo = hi = thr
+    thr, lo, hi = _thresholds(matcher, method, new_threshold)
     by_identity = _IdentityGroups(matcher.labels_)
     id_names = by_identity.names
     sc = _Scored(matcher=matcher, thr=thr, lo=lo, hi=hi, id_names=id_names,
@@ -179,10 +171,6 @@ def _score_detections(
         keep(start, res)
         bar.update(len(res.valid))
 
-    def records(part: pd.DataFrame) -> list[Record]:
-        return [Record(name=p, source=Path(s), bbox=tuple(b), side=sd)
-                for p, s, b, sd in zip(part["path"], part["source"], part["bbox"], part["side"])]
-
     chunk_errors: dict[int, list[ImageError]] = {}  # by first row: errors.csv in detection order, as chunks finish
     size = min(chunk_size, SAVE_EVERY)  # a killed census loses at most one small chunk
     if client is not None:
@@ -191,21 +179,11 @@ def _score_detections(
         size = chunk_size_for(n, len(client.scheduler_info(n_workers=-1).get("workers", {})) or 1, most=chunk_size)
     starts = list(range(0, n, size))
     sc.spans = [(s, min(n, s + size)) for s in starts]
-    todo = []
-    for s in starts:
-        res = state.load(s, min(n, s + size)) if state is not None and state.has(s, min(n, s + size)) else None
-        if res is None:
-            todo.append(s)
-        else:
-            keep(s, res)
-            bar.update(len(res.valid))
-    if len(todo) < len(starts):
-        _say(f"census: resuming: {len(starts) - len(todo)} of {len(starts)} chunks already scored "
-             f"({state.dir if state is not None else ''}), {len(todo)} to score")
+    todo = _resume(state, sc.spans, keep, bar)
     if client is not None and todo:
         from ..distributed import census_scores
 
-        census_scores(embedder, [records(meta.iloc[s : s + size]) for s in todo],
+        census_scores(embedder, [_records(meta.iloc[s : s + size]) for s in todo],
                       gallery=gallery, from_file=from_file, method=method, thr=thr, client=client,
                       on_result=lambda i, res: finished(todo[i], res))
     for start in todo if client is None else []:
@@ -216,7 +194,7 @@ def _score_detections(
         step = 1 if show else size
         pieces = []
         for s in range(0, len(part), step):
-            pieces.append(score_chunk(embedder, matcher, by_identity, thr, records(part.iloc[s : s + step])))
+            pieces.append(score_chunk(embedder, matcher, by_identity, thr, _records(part.iloc[s : s + step])))
             bar.update(len(pieces[-1].valid))
         res = _concat(pieces, step)
         if state is not None:
@@ -224,6 +202,44 @@ def _score_detections(
         keep(start, res)
     bar.close()
     return sc, [e for s in sorted(chunk_errors) for e in chunk_errors[s]]
+
+
+def _thresholds(matcher: Any, method: str, new_threshold: float | None) -> tuple[float, float, float]:
+    """(threshold, low, high): known at or above the threshold; with the fused default, the calibration's
+    uncertain band (widened to include the threshold) marks the decisions a person should check."""
+    thr = matcher.threshold(new_threshold)
+    if thr is None:
+        raise ValueError(f"method {method!r} has no calibrated threshold: give new_threshold")
+    if method == "fused" and new_threshold is None:
+        lo, hi = matcher.calibration_.uncertain_band
+        return thr, min(lo, thr), max(hi, thr)
+    return thr, thr, thr
+
+
+def _records(part: pd.DataFrame) -> list[Any]:
+    """The detections of ``part`` as :class:`~leopard_reid.io.Record` (what describing reads)."""
+    from pathlib import Path
+
+    from ..io import Record
+
+    return [Record(name=p, source=Path(s), bbox=tuple(b), side=sd)
+            for p, s, b, sd in zip(part["path"], part["source"], part["bbox"], part["side"])]
+
+
+def _resume(state: Any, spans: list[tuple[int, int]], keep: Any, bar: Any) -> list[int]:
+    """Read back the chunks a previous run with the same inputs finished; returns the starts still to score."""
+    todo = []
+    for start, stop in spans:
+        res = state.load(start, stop) if state is not None and state.has(start, stop) else None
+        if res is None:
+            todo.append(start)
+        else:
+            keep(start, res)
+            bar.update(len(res.valid))
+    if len(todo) < len(spans):
+        _say(f"census: resuming: {len(spans) - len(todo)} of {len(spans)} chunks already scored "
+             f"({state.dir}), {len(todo)} to score")
+    return todo
 
 
 def _concat(pieces: list[ChunkScores], step: int) -> ChunkScores:
