@@ -83,6 +83,12 @@ def register(sub: Any) -> None:
     p.add_argument("--species", default="Panthera pardus", help="scientific name for camtrapR and Camtrap DP "
                    "(default: %(default)s)")
     p.add_argument("--checkpoint", default=None, help="the fine-tuned checkpoint the gallery was built with")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="score every chunk again, ignoring the scores a killed run with the same inputs saved in "
+                        "OUT/.census-state")
+    p.add_argument("--cluster-candidates", type=positive_int, default=10,
+                   help="detections each unmatched detection is verified against when new individuals are "
+                        "found (by keypoint vote and by embedding; default: %(default)s)")
     add_dask_arg(p)
     p.set_defaults(func=cmd_census)
     inner = p.add_subparsers(dest="census_command", metavar="apply-review", required=False)
@@ -122,7 +128,8 @@ def cmd_census(args: argparse.Namespace) -> int:
             new_threshold=args.new_threshold, pair_seconds=args.pair_seconds, season_start=args.season_start,
             review_images=args.review_images, linkage=args.linkage, exports=args.export, session=args.session,
             append_to=args.append_to, camera_operation=args.camera_operation, utc_offset=args.utc_offset,
-            species=args.species, date_order=args.date_order, client=client,
+            species=args.species, date_order=args.date_order, client=client, resume=args.resume,
+            cluster_candidates=args.cluster_candidates,
         )
     c = res.counts
     for note in res.notes:
