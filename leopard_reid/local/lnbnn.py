@@ -77,7 +77,7 @@ class LocalMatcher:
             verification score of the best *other* verified exemplar of its identity. HotSpotter pools votes
             per name, not per photo: a second photo of the same animal that also verifies is evidence, and an
             identity ranked by its best exemplar alone ignores it (``benchmarks/bench_real.py``: synthetic
-            wild top-1 +3 and +1 of 150 queries, Pilanesberg and leopardtrails unchanged). 0 turns it off.
+            wild top-1 +4 and +1 of 150 queries, Pilanesberg and leopardtrails unchanged). 0 turns it off.
 
     Score scale returned by :meth:`score` (higher = more similar, float64)::
 
