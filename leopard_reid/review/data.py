@@ -99,10 +99,12 @@ class Pictures:
             return self._feats[i]
         q = self.crop(i)
         if q is not None:
-            from ..local import extract_features
+            from ..io import parse_bbox
+            from ..local import extract_features, extractor_options, options_for_image
 
-            # a detection crop is already the animal (as in describe: foreground="unboxed")
-            f = extract_features(q, foreground=not _has_box(self.meta["bbox"].iat[i]))
+            # the rule describe applies: a detection cropped to its box is already the animal
+            boxed = parse_bbox(self.meta["bbox"].iat[i]) is not None
+            f = extract_features(q, **options_for_image(extractor_options(), boxed=boxed))
         return self._remember(self._feats, i, f)
 
     # -- what review_rows asks for
@@ -148,7 +150,3 @@ class Pictures:
             return str(table_.items[0][0])
         except Exception:  # noqa: BLE001 - see docstring
             return None
-
-
-def _has_box(bbox: Any) -> bool:
-    return bbox is not None and not (isinstance(bbox, float) and bbox != bbox)  # NaN: no box
