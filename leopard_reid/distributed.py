@@ -304,15 +304,15 @@ def _same(obj: Any) -> Any:
     return obj
 
 
-def _census_task(spec: dict[str, Any], gallery: Any, method: str, thr: float, records: list[Record]) -> ChunkScores:
+def _census_task(spec: dict[str, Any], gallery: Any, method: str, records: list[Record]) -> ChunkScores:
     from .census.scoring import score_chunk
 
     matcher, groups = _worker_matcher(gallery, method)
-    return score_chunk(_worker_embedder(spec), matcher, groups, thr, records)
+    return score_chunk(_worker_embedder(spec), matcher, groups, records)
 
 
 def census_scores(
-    embedder: Embedder, chunks: Sequence[list[Record]], *, gallery: Any, from_file: bool, method: str, thr: float,
+    embedder: Embedder, chunks: Sequence[list[Record]], *, gallery: Any, from_file: bool, method: str,
     client: Client, on_result: Callable[[int, ChunkScores], None],
 ) -> None:
     """Score census chunks on the workers; ``on_result(chunk index, scores)`` on the client as each completes.
@@ -323,5 +323,5 @@ def census_scores(
         ref: Any = tuple(gallery._source)
     else:  # a task's result, not scattered data: the scheduler can recompute it if its worker dies
         ref = client.submit(_same, gallery, pure=False)
-    _run_chunks(client, _census_task, chunks, (spec, ref, method, thr), desc="census", progress=False,
+    _run_chunks(client, _census_task, chunks, (spec, ref, method), desc="census", progress=False,
                 sizes=[len(c) for c in chunks], on_result=on_result)

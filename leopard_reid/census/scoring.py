@@ -35,10 +35,10 @@ class ChunkScores:
     kept: dict[int, tuple[np.ndarray, Any]]
 
 
-def score_chunk(embedder: Embedder, matcher: Any, by_identity: Any, thr: float, recs: list[Any]) -> ChunkScores:
+def score_chunk(embedder: Embedder, matcher: Any, by_identity: Any, recs: list[Any]) -> ChunkScores:
     """Describe a chunk of detection records and score it against the fitted matcher. A pure function of its
-    records (the unit of work of a census, in one process or on a Dask worker). ``thr`` is unused: every
-    readable detection's features are kept (kept for the call's signature)."""
+    records (the unit of work of a census, in one process or on a Dask worker); every readable detection's
+    features are kept."""
     import warnings
 
     import numpy as np
@@ -165,11 +165,13 @@ def _score_detections(
             if loc is not None and (state is None or below[j]):
                 sc.kept_local[start + j] = loc
 
-    def finished(start: int, res: ChunkScores) -> None:
+    def finished(start: int, res: ChunkScores, *, counted: bool = False) -> None:
+        """Save a scored chunk (resumable) and keep it; ``counted``: the bar already moved for it."""
         if state is not None:
             state.save(start, start + len(res.valid), res)
         keep(start, res)
-        bar.update(len(res.valid))
+        if not counted:
+            bar.update(len(res.valid))
 
     chunk_errors: dict[int, list[ImageError]] = {}  # by first row: errors.csv in detection order, as chunks finish
     size = min(chunk_size, SAVE_EVERY)  # a killed census loses at most one small chunk
@@ -184,7 +186,7 @@ def _score_detections(
         from ..distributed import census_scores
 
         census_scores(embedder, [_records(meta.iloc[s : s + size]) for s in todo],
-                      gallery=gallery, from_file=from_file, method=method, thr=thr, client=client,
+                      gallery=gallery, from_file=from_file, method=method, client=client,
                       on_result=lambda i, res: finished(todo[i], res))
     for start in todo if client is None else []:
         if lines and start:
@@ -194,12 +196,9 @@ def _score_detections(
         step = 1 if show else size
         pieces = []
         for s in range(0, len(part), step):
-            pieces.append(score_chunk(embedder, matcher, by_identity, thr, _records(part.iloc[s : s + step])))
+            pieces.append(score_chunk(embedder, matcher, by_identity, _records(part.iloc[s : s + step])))
             bar.update(len(pieces[-1].valid))
-        res = _concat(pieces, step)
-        if state is not None:
-            state.save(start, start + len(res.valid), res)
-        keep(start, res)
+        finished(start, _concat(pieces, step), counted=True)
     bar.close()
     return sc, [e for s in sorted(chunk_errors) for e in chunk_errors[s]]
 

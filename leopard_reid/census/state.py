@@ -129,14 +129,14 @@ class ChunkState:
         try:
             with np.load(self.path(start, stop), allow_pickle=False) as z:
                 a = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError):
-            return None
-        rows = [int(j) for j in a["kept"]]
-        local: list[Any] = [None] * len(rows)
-        if bool(a["has_local"]):
-            local = unpack_features({k[len("local_"):]: v for k, v in a.items() if k.startswith("local_")})
-        errors = [ImageError(p, r) for p, r in json.loads(str(a["errors"]))]
-        if len(a["valid"]) != stop - start:
+            if len(a["valid"]) != stop - start:
+                return None
+            rows = [int(j) for j in a["kept"]]
+            local: list[Any] = [None] * len(rows)
+            if bool(a["has_local"]):
+                local = unpack_features({k[len("local_"):]: v for k, v in a.items() if k.startswith("local_")})
+            errors = [ImageError(p, r) for p, r in json.loads(str(a["errors"]))]
+        except (OSError, ValueError, EOFError, KeyError):  # unreadable, truncated or from another layout
             return None
         return ChunkScores(best=a["best"], arg=a["arg"], valid=a["valid"], errors=errors,
                            kept={j: (a["embeddings"][k], local[k]) for k, j in enumerate(rows)})
