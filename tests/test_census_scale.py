@@ -176,3 +176,20 @@ def test_a_different_run_never_reuses_stale_chunks(small_season, embedder, tmp_p
     run_census(s["detections"], method="local", new_threshold=1.0, **kw)
     second = {p.name for p in (tmp_path / "o" / ".census-state").iterdir()}
     assert len(first) == len(second) == 1 and first != second
+
+
+def test_a_damaged_chunk_file_is_scored_again_not_fatal(tmp_path) -> None:
+    from leopard_reid.census.scoring import ChunkScores
+    from leopard_reid.census.state import ChunkState
+
+    state = ChunkState(tmp_path, "k")
+    res = ChunkScores(best=np.zeros((2, 3), np.float32), arg=np.zeros((2, 3), np.int64), valid=np.ones(2, bool),
+                      errors=[], kept={0: (np.ones(4, np.float32), None)})
+    state.save(0, 2, res)
+    back = state.load(0, 2)
+    assert back is not None and back.kept[0][1] is None and np.array_equal(back.kept[0][0], np.ones(4))
+    assert state.load(0, 3) is None  # another span: the file does not describe it
+    np.savez(state.path(0, 2), best=res.best)  # readable, but not a chunk (no "valid", "kept"...)
+    assert state.load(0, 2) is None
+    state.path(0, 2).write_bytes(b"PK\x03\x04 truncated")
+    assert state.load(0, 2) is None

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -136,7 +137,7 @@ class ChunkState:
             if bool(a["has_local"]):
                 local = unpack_features({k[len("local_"):]: v for k, v in a.items() if k.startswith("local_")})
             errors = [ImageError(p, r) for p, r in json.loads(str(a["errors"]))]
-        except (OSError, ValueError, EOFError, KeyError):  # unreadable, truncated or from another layout
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # unreadable, truncated, foreign
             return None
         return ChunkScores(best=a["best"], arg=a["arg"], valid=a["valid"], errors=errors,
                            kept={j: (a["embeddings"][k], local[k]) for k, j in enumerate(rows)})
