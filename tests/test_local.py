@@ -217,6 +217,17 @@ def test_matcher_finds_individual(gallery) -> None:
     np.testing.assert_allclose(m.score(queries[3]), s[3])
 
 
+def test_verification_threads_do_not_change_scores(gallery) -> None:
+    feats, labels, queries = gallery
+    one = LocalMatcher(n_jobs=1).fit(feats, labels)
+    two = LocalMatcher(n_jobs=2).fit(feats, labels)
+    s1 = one.score_many(queries, exclude=[1, None] * (len(queries) // 2) + [None] * (len(queries) % 2))
+    s2 = two.score_many(queries, exclude=[1, None] * (len(queries) // 2) + [None] * (len(queries) % 2))
+    np.testing.assert_array_equal(s1, s2)
+    assert (s1 > 1.0).any()  # verification ran: some pairs verified
+    np.testing.assert_allclose(two.score(queries[2], exclude=1), s2[2])  # batched votes: BLAS rounding
+
+
 def test_matcher_exclude_and_candidates(gallery) -> None:
     feats, labels, queries = gallery
     # gallery holds the query's own image plus a re-sighting: leave-one-out must find the re-sighting

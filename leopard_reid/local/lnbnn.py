@@ -69,7 +69,7 @@ class LocalMatcher:
             index); ``checks <= 0`` or a gallery of at most ``exact_limit`` descriptors uses exact search.
         pca_dim: the index searches descriptors projected to this many principal components (None: all
             128); verification always uses the full descriptors.
-        n_jobs: threads for the index search (default: all cores).
+        n_jobs: threads for the index search and for verification (default: all cores).
         ratio, threshold, scale_tol, angle_tol, min_inliers: passed to :func:`verify`.
         verification: False ranks by the LNBNN vote alone.
         seed: seeds OpenCV's RNG before building the randomised kd-trees (results are reproducible).
@@ -291,38 +291,51 @@ class LocalMatcher:
             chosen += [int(c) for c in candidates if 0 <= int(c) < n and c != exclude]
         return np.array(sorted(set(int(c) for c in chosen)), np.int64)
 
-    def _final(
-        self, query: LocalFeatures, votes: np.ndarray, exclude: int | None, candidates: Sequence[int] | None
+    def _final_many(
+        self,
+        queries: Sequence[LocalFeatures],
+        votes: np.ndarray,
+        exclude: Sequence[int | None],
+        candidates: Sequence[Sequence[int] | None],
     ) -> np.ndarray:
-        s = votes / (votes.max() + 1e-9) if votes.size else votes.copy()
-        if exclude is not None and 0 <= exclude < len(s):
-            s[exclude] = -1.0
-        if not self.verification or len(query) == 0:
-            return s
-        verified = np.zeros(len(s))
-        qf = as_float_descriptors(query.descriptors)
+        """Scores of many queries from their votes: every (query, shortlisted exemplar) pair is verified, the
+        pairs spread over ``n_jobs`` threads (the descriptor GEMM that dominates releases the GIL; one BLAS
+        thread each), so a single query's shortlist uses every core too. Each pair is computed exactly as
+        alone: the result does not depend on the thread count."""
+        out = votes / (votes.max(axis=1, keepdims=True) + 1e-9) if votes.size else votes.astype(np.float64)
+        for i, ex in enumerate(exclude):
+            if ex is not None and 0 <= ex < out.shape[1]:
+                out[i, ex] = -1.0
+        if not self.verification:
+            return out
+        pairs = [(i, int(j)) for i, q in enumerate(queries) if len(q)
+                 for j in self._shortlist(votes[i], exclude[i], candidates[i])]
+        qf = {i: as_float_descriptors(queries[i].descriptors) for i in {i for i, _ in pairs}}
+
+        def check(pair: tuple[int, int]) -> tuple[int, float]:
+            i, j = pair
+            qi, ci, w = ratio_matches(qf[i], as_float_descriptors(self.features_[j].descriptors), self.ratio, False)
+            v = verify_matches(queries[i], self.features_[j], qi, ci, w, threshold=self.threshold,
+                               scale_tol=self.scale_tol, angle_tol=self.angle_tol, min_inliers=self.min_inliers)
+            return v.n_inliers, v.score
+
+        n_jobs = max(1, min(self.n_jobs or os.cpu_count() or 1, len(pairs)))
         with threadpool_limits(1):
-            for j in self._shortlist(votes, exclude, candidates):
-                cf = as_float_descriptors(self.features_[j].descriptors)
-                qi, ci, w = ratio_matches(qf, cf, self.ratio, False)
-                v = verify_matches(
-                    query,
-                    self.features_[j],
-                    qi,
-                    ci,
-                    w,
-                    threshold=self.threshold,
-                    scale_tol=self.scale_tol,
-                    angle_tol=self.angle_tol,
-                    min_inliers=self.min_inliers,
-                )
-                if v.n_inliers:
-                    s[j] += 1.0 + v.score
-                    verified[j] = v.score
-        s = self._supported(s, verified)
-        if exclude is not None and 0 <= exclude < len(s):
-            s[exclude] = -1.0  # excluded: no support either
-        return s
+            if n_jobs == 1:
+                results = [check(p) for p in pairs]
+            else:
+                with ThreadPoolExecutor(n_jobs) as pool:
+                    results = list(pool.map(check, pairs))
+        verified = np.zeros(out.shape)
+        for (i, j), (n_inliers, score) in zip(pairs, results):
+            if n_inliers:
+                out[i, j] += 1.0 + score
+                verified[i, j] = score
+        for i, ex in enumerate(exclude):
+            out[i] = self._supported(out[i], verified[i])
+            if ex is not None and 0 <= ex < out.shape[1]:
+                out[i, ex] = -1.0  # excluded: no support either
+        return out
 
     def _supported(self, s: np.ndarray, verified: np.ndarray) -> np.ndarray:
         """Add ``support`` x the best verification score among each exemplar's *other* same-identity exemplars."""
@@ -352,8 +365,7 @@ class LocalMatcher:
         ``exclude``: exemplar index ignored entirely (its descriptors do not vote; its score is -1), for
         leave-one-out.  ``candidates``: extra exemplars to verify besides the LNBNN shortlist.
         """
-        votes = self.lnbnn_many([query], exclude=[exclude])[0]
-        return self._final(query, votes, exclude, candidates)
+        return self.score_many([query], exclude=[exclude], candidates=[candidates])[0]
 
     def score_many(
         self,
@@ -366,11 +378,10 @@ class LocalMatcher:
         queries = list(queries)
         exclude = [None] * len(queries) if exclude is None else list(exclude)
         candidates = [None] * len(queries) if candidates is None else list(candidates)
+        if len(candidates) != len(queries):
+            raise ValueError("candidates and queries differ in length")
         votes = self.lnbnn_many(queries, exclude=exclude)
-        out = np.zeros((len(queries), self.n_exemplars), np.float64)
-        for i, q in enumerate(queries):
-            out[i] = self._final(q, votes[i], exclude[i], candidates[i])
-        return out
+        return self._final_many(queries, votes, exclude, candidates)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "features_"):
