@@ -3,6 +3,7 @@ against the plain per-detection loop a user could write.
 
     python benchmarks/bench_census_scale.py --sizes 200 1000          # what the issue-17 table reports
     python benchmarks/bench_census_scale.py --sizes 4000 10000 --data /big/disk/scale
+    python benchmarks/bench_census_scale.py --sizes 1000 --max-tilt 2 1   # affine views vs plain SIFT
 
 Every detection is a distinct synthetic camera-trap frame (``synthetic.generate(frame=True,
 paired_fraction=0.5)``: many individuals, ``--sightings`` visits each, half the visits at paired stations
@@ -19,6 +20,7 @@ Per size, in separate child processes (so ``ru_maxrss`` is each one's own peak):
   keypoints (``cv2.SIFT_create(nfeatures=1000)``) made RootSIFT, and an embedding with the same timm model
   (``leopard_reid.Embedder``, one crop at a time). Description only: no matching, no clustering, no files.
 
+``--max-tilt``: the census's ``keypoints={"max_tilt": T}`` per row (default: the library's; 1 is plain SIFT).
 ``ratio`` is census / baseline seconds per detection (the census also matches, clusters, writes the capture
 histories and the review page; its keypoints are affine-view RootSIFT). Frames are generated once into
 ``--data`` (default: a temporary folder) and reused. Runs on CPU with the embedded default model; no network.
@@ -71,7 +73,7 @@ def prepare(root: Path, size: int, seed: int, sightings: int) -> dict[str, str]:
     return files
 
 
-def child_census(files: dict[str, str], out: str) -> dict:
+def child_census(files: dict[str, str], out: str, tilt: float | None = None) -> dict:
     from bench_census import bcubed
 
     from leopard_reid import Embedder
@@ -80,7 +82,8 @@ def child_census(files: dict[str, str], out: str) -> dict:
     embedder = Embedder(progress=False)
     t0 = time.perf_counter()
     res = run_census(files["md"], gallery=files["gallery"], out=out, sightings=files["sightings"],
-                     cameras=files["cameras"], embedder=embedder, progress=False, resume=False)
+                     cameras=files["cameras"], embedder=embedder, progress=False, resume=False,
+                     keypoints=None if tilt is None else {"max_tilt": tilt})
     seconds = time.perf_counter() - t0
     truth = pd.read_csv(files["truth"], dtype={"known": bool})
     table = res.detections.merge(truth[["path", "identity", "known"]].rename(columns={"identity": "truth"}),
@@ -126,8 +129,9 @@ def child_baseline(files: dict[str, str]) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_child(kind: str, files: dict[str, str], out: str) -> dict:
+def run_child(kind: str, files: dict[str, str], out: str, tilt: float | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--files", json.dumps(files), "--out", out]
+    cmd += ["--max-tilt", str(tilt)] if tilt is not None else []
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:
         sys.exit(f"{kind} child failed:\n{done.stderr[-4000:]}")
@@ -141,36 +145,39 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=None, help="folder to generate the seasons into / reuse (default: temporary)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the plain per-detection loop")
+    ap.add_argument("--max-tilt", type=float, nargs="+", default=[None],
+                    help="the census's keypoint max_tilt, one row each (default: the library's; 1: plain SIFT)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--files", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         files = json.loads(args.files)
-        res = child_census(files, args.out) if args.child == "census" else child_baseline(files)
+        res = child_census(files, args.out, args.max_tilt[0]) if args.child == "census" else child_baseline(files)
         print(json.dumps(res))
         return
 
     tmp = tempfile.TemporaryDirectory()
     data = Path(args.data) if args.data else Path(tmp.name)
-    head = (f"{'size':>6} {'dets':>6} {'ind':>5} {'new':>5} {'B3 P':>6} {'B3 R':>6} {'B3 F1':>6} {'known ok':>8} "
-            f"{'s/det':>7} {'RSS MB':>7} {'base s/det':>10} {'base RSS':>8} {'ratio':>6} {'prep s':>7}")
+    head = (f"{'size':>6} {'tilt':>4} {'dets':>6} {'ind':>5} {'new':>5} {'B3 P':>6} {'B3 R':>6} {'B3 F1':>6} "
+            f"{'known ok':>8} {'s/det':>7} {'RSS MB':>7} {'base s/det':>10} {'base RSS':>8} {'ratio':>6} {'prep s':>7}")
     rows = []
     for size in args.sizes:
         t0 = time.perf_counter()
         files = prepare(data / f"season-{size}-seed{args.seed}", size, args.seed, args.sightings)
         t_prep = time.perf_counter() - t0
-        c = run_child("census", files, str(Path(tmp.name) / f"census-{size}"))
         b = run_child("baseline", files, "") if not args.no_baseline else None
-        row = (f"{size:>6} {c['detections']:>6} {c['true_individuals']:>5} {c['new_individuals']:>5} "
-               f"{c['bcubed_p']:>6.3f} {c['bcubed_r']:>6.3f} {c['bcubed_f1']:>6.3f} {c['known_correct']:>8.3f} "
-               f"{c['s_per_det']:>7.3f} {c['peak_rss_mb']:>7.0f} "
-               + (f"{b['s_per_det']:>10.3f} {b['peak_rss_mb']:>8.0f} {c['s_per_det'] / b['s_per_det']:>6.2f} "
-                  if b else f"{'-':>10} {'-':>8} {'-':>6} ")
-               + f"{t_prep:>7.0f}")
-        rows.append(row)
-        print(head, *rows, sep="\n", flush=True)
-        print(flush=True)
+        for tilt in args.max_tilt:
+            c = run_child("census", files, str(Path(tmp.name) / f"census-{size}-{tilt}"), tilt)
+            row = (f"{size:>6} {'lib' if tilt is None else f'{tilt:g}':>4} {c['detections']:>6} "
+                   f"{c['true_individuals']:>5} {c['new_individuals']:>5} {c['bcubed_p']:>6.3f} {c['bcubed_r']:>6.3f} "
+                   f"{c['bcubed_f1']:>6.3f} {c['known_correct']:>8.3f} {c['s_per_det']:>7.3f} {c['peak_rss_mb']:>7.0f} "
+                   + (f"{b['s_per_det']:>10.3f} {b['peak_rss_mb']:>8.0f} {c['s_per_det'] / b['s_per_det']:>6.2f} "
+                      if b else f"{'-':>10} {'-':>8} {'-':>6} ")
+                   + f"{t_prep:>7.0f}")
+            rows.append(row)
+            print(head, *rows, sep="\n", flush=True)
+            print(flush=True)
     tmp.cleanup()
 
 

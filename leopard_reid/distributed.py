@@ -45,7 +45,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -304,24 +304,28 @@ def _same(obj: Any) -> Any:
     return obj
 
 
-def _census_task(spec: dict[str, Any], gallery: Any, method: str, records: list[Record]) -> ChunkScores:
+def _census_task(
+    spec: dict[str, Any], gallery: Any, method: str, keypoints: dict[str, Any] | None, records: list[Record]
+) -> ChunkScores:
     from .census.scoring import score_chunk
 
     matcher, groups = _worker_matcher(gallery, method)
-    return score_chunk(_worker_embedder(spec), matcher, groups, records)
+    return score_chunk(_worker_embedder(spec), matcher, groups, records, keypoints=keypoints)
 
 
 def census_scores(
     embedder: Embedder, chunks: Sequence[list[Record]], *, gallery: Any, from_file: bool, method: str,
-    client: Client, on_result: Callable[[int, ChunkScores], None],
+    client: Client, on_result: Callable[[int, ChunkScores], None], keypoints: Mapping[str, Any] | None = None,
 ) -> None:
     """Score census chunks on the workers; ``on_result(chunk index, scores)`` on the client as each completes.
     ``from_file``: workers read ``gallery`` from the file it was loaded from (checked by checksum), else the
-    in-memory gallery is sent once to each worker that needs it."""
+    in-memory gallery is sent once to each worker that needs it. ``keypoints``: extractor options for the
+    detections."""
     spec = _embedder_spec(embedder)
     if from_file and gallery._source is not None:
         ref: Any = tuple(gallery._source)
     else:  # a task's result, not scattered data: the scheduler can recompute it if its worker dies
         ref = client.submit(_same, gallery, pure=False)
-    _run_chunks(client, _census_task, chunks, (spec, ref, method), desc="census", progress=False,
+    task_args = (spec, ref, method, dict(keypoints) if keypoints else None)
+    _run_chunks(client, _census_task, chunks, task_args, desc="census", progress=False,
                 sizes=[len(c) for c in chunks], on_result=on_result)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leopard_reid.census import run_census
+from leopard_reid.census import CensusError, run_census
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,27 +91,37 @@ def test_sparse_clustering_gives_the_exhaustive_provisional_individuals(small_se
 
 
 # ------------------------------------------------------------------------------------------ describe once
-def test_each_detection_is_described_once(small_season, embedder, tmp_path, monkeypatch):
+@pytest.mark.parametrize("keypoints", [None, {"max_tilt": 1}])
+def test_each_detection_is_described_once(small_season, embedder, tmp_path, monkeypatch, keypoints):
     """Acceptance (issue 17): matching, clustering and the review page share one keypoint extraction per
-    readable detection (the gallery's exemplars are stored: none for them)."""
+    readable detection (the gallery's exemplars are stored: none for them), made with the census's keypoint
+    options (``keypoints={"max_tilt": 1}``: plain SIFT, no affine views)."""
     import functools
 
     import leopard_reid.local as local
 
-    calls = []
+    tilts = []
     real = local.extract_features
 
     @functools.wraps(real)  # the extractor's options are read from its signature
     def counting(*args, **kw):
-        calls.append(1)
+        tilts.append(kw["max_tilt"])
         return real(*args, **kw)
 
     monkeypatch.setattr(local, "extract_features", counting)
     s = small_season
     res = run_census(s["detections"], gallery=s["gallery"], out=tmp_path / "once", sightings=s["sightings"],
-                     cameras=s["cameras"], embedder=embedder, progress=False)
+                     cameras=s["cameras"], embedder=embedder, progress=False, keypoints=keypoints)
     assert res.files["review"].stat().st_size > 0 and res.counts["new"] > 0
-    assert len(calls) == len(res.detections)
+    assert len(tilts) == len(res.detections)
+    assert set(tilts) == {1 if keypoints else 2.0}
+
+
+def test_unknown_keypoint_options_are_refused_before_scoring(small_season, tmp_path):
+    s = small_season
+    with pytest.raises(CensusError, match="keypoints: unknown keypoint option.*max_tlit"):
+        run_census(s["detections"], gallery=s["gallery"], out=tmp_path / "bad", keypoints={"max_tlit": 1})
+    assert not (tmp_path / "bad").exists()
 
 
 # ------------------------------------------------------------------------------------------ resumable
@@ -176,6 +186,9 @@ def test_a_different_run_never_reuses_stale_chunks(small_season, embedder, tmp_p
     run_census(s["detections"], method="local", new_threshold=1.0, **kw)
     second = {p.name for p in (tmp_path / "o" / ".census-state").iterdir()}
     assert len(first) == len(second) == 1 and first != second
+    run_census(s["detections"], method="local", new_threshold=1.0, keypoints={"max_tilt": 1}, **kw)
+    third = {p.name for p in (tmp_path / "o" / ".census-state").iterdir()}
+    assert len(third) == 1 and third != second  # other keypoint options: other keypoints, other scores
 
 
 def test_a_damaged_chunk_file_is_scored_again_not_fatal(tmp_path) -> None:

@@ -257,10 +257,12 @@ def test_bad_options_are_usage_errors_without_traceback(corpus, tmp_path, capsys
                  ["calibrate", "--gallery", "g", "--max-false-match", "1.5"],
                  ["enroll", "--metadata", "m.csv", "--out", "g", "--batch-size", "0"],
                  ["audit", "--metadata", "m.csv", "--limit", "0"],
-                 ["synth", "--out", tmp_path / "s", "--individuals", "0"]):
+                 ["synth", "--out", tmp_path / "s", "--individuals", "0"],
+                 ["census", "--detections", "md.json", "--gallery", "g", "--out", tmp_path / "c", "--max-tilt", "0.5"]):
         assert run(argv) == EXIT_USAGE, argv
     err = capsys.readouterr().err
     assert "Traceback" not in err and "must be at least 1, not 0" in err and "is a folder" in err
+    assert "must be at least 1 (1: no tilted views), not 0.5" in err
 
 
 def test_help_shows_every_default(capsys):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,17 +36,20 @@ class ChunkScores:
     kept: dict[int, tuple[np.ndarray, Any]]
 
 
-def score_chunk(embedder: Embedder, matcher: Any, by_identity: Any, recs: list[Any]) -> ChunkScores:
+def score_chunk(
+    embedder: Embedder, matcher: Any, by_identity: Any, recs: list[Any], *, keypoints: Mapping[str, Any] | None = None
+) -> ChunkScores:
     """Describe a chunk of detection records and score it against the fitted matcher. A pure function of its
     records (the unit of work of a census, in one process or on a Dask worker); every readable detection's
-    features are kept."""
+    features are kept. ``keypoints``: extractor options for the detections (default: the library's)."""
     import warnings
 
     import numpy as np
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # skipped crops go to errors.csv
-        feats = embedder.describe(recs, local=matcher.method != "global", on_error="skip")
+        local = (dict(keypoints) if keypoints else True) if matcher.method != "global" else False
+        feats = embedder.describe(recs, local=local, on_error="skip")
     n, k = len(recs), len(by_identity)
     res = ChunkScores(best=np.full((n, k), -np.inf, np.float32), arg=np.zeros((n, k), np.int64),
                       valid=feats.valid.copy(), errors=list(feats.errors), kept={})
@@ -115,13 +119,14 @@ class _Scored:
 def _score_detections(
     meta: pd.DataFrame, gallery: Gallery, embedder: Embedder | None, *, from_file: bool, method: str,
     new_threshold: float | None, chunk_size: int, show: bool, lines: bool, client: Any, t0: float,
-    out: Any = None, resume: bool = True,
+    out: Any = None, resume: bool = True, keypoints: Mapping[str, Any] | None = None,
 ) -> tuple[_Scored, list[ImageError]]:
     """Describe the detections in chunks (here, or on ``client``'s Dask workers) and score them against the
     gallery. Returns the scores and the skipped crops, in detection order. ``show``: a progress bar;
     ``lines``: a plain line per chunk instead (pipelines and logs). ``out``: the census folder; each scored
     chunk is then saved under ``out/.census-state`` as it finishes (:mod:`.state`) and, with ``resume``, the
-    chunks a previous run with the same inputs finished are read back instead of scored again."""
+    chunks a previous run with the same inputs finished are read back instead of scored again. ``keypoints``:
+    extractor options for the detections."""
     from pathlib import Path
 
     import numpy as np
@@ -146,7 +151,7 @@ def _score_detections(
     if out is not None and n:
         from .state import ChunkState, state_key
 
-        state = ChunkState(Path(out), state_key(meta, gallery, embedder, method), resume=resume)
+        state = ChunkState(Path(out), state_key(meta, gallery, embedder, method, keypoints), resume=resume)
     bar = tqdm(total=n, desc="census", unit="det", disable=not show)
     sc.state = state
 
@@ -186,7 +191,7 @@ def _score_detections(
         from ..distributed import census_scores
 
         census_scores(embedder, [_records(meta.iloc[s : s + size]) for s in todo],
-                      gallery=gallery, from_file=from_file, method=method, client=client,
+                      gallery=gallery, from_file=from_file, method=method, client=client, keypoints=keypoints,
                       on_result=lambda i, res: finished(todo[i], res))
     for start in todo if client is None else []:
         if lines and start:
@@ -196,7 +201,8 @@ def _score_detections(
         step = 1 if show else size
         pieces = []
         for s in range(0, len(part), step):
-            pieces.append(score_chunk(embedder, matcher, by_identity, _records(part.iloc[s : s + step])))
+            pieces.append(score_chunk(embedder, matcher, by_identity, _records(part.iloc[s : s + step]),
+                                      keypoints=keypoints))
             bar.update(len(pieces[-1].valid))
         finished(start, _concat(pieces, step), counted=True)
     bar.close()

@@ -39,7 +39,9 @@ STATE_DIR = ".census-state"
 _VERSION = 1  # bump when the chunk file layout or what a chunk's scores mean changes
 
 
-def state_key(meta: pd.DataFrame, gallery: Gallery, embedder: Embedder, method: str) -> str:
+def state_key(
+    meta: pd.DataFrame, gallery: Gallery, embedder: Embedder, method: str, keypoints: Mapping[str, Any] | None = None
+) -> str:
     """A hash of the detections, gallery, method, embedder and keypoint options (see the module docstring)."""
     from ..local import extractor_options
 
@@ -51,7 +53,7 @@ def state_key(meta: pd.DataFrame, gallery: Gallery, embedder: Embedder, method: 
 
     add({"version": _VERSION, "method": method, "backbone": str(embedder.name),
          "weights": str(getattr(embedder, "weights_sha256", "")),
-         "local": extractor_options() if method != "global" else None})
+         "local": extractor_options(keypoints) if method != "global" else None})
     if gallery._source is not None:
         add({"gallery": gallery._source[1]})
     else:  # an in-memory gallery: its arrays

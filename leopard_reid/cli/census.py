@@ -27,6 +27,7 @@ from .common import (
     positive_float,
     positive_int,
     report_skipped,
+    tilt,
 )
 
 
@@ -89,6 +90,10 @@ def register(sub: Any) -> None:
     p.add_argument("--cluster-candidates", type=positive_int, default=10,
                    help="detections each unmatched detection is verified against when new individuals are "
                         "found (by keypoint vote and by embedding; default: %(default)s)")
+    p.add_argument("--max-tilt", type=tilt, default=None, metavar="T",
+                   help="keypoints of the detections from affine-tilted views up to tilt T (unset: the "
+                        "library's, 2, as the gallery's); 1 is plain SIFT: a census about 2.5x faster, a little "
+                        "less accurate on obliquely photographed animals")
     add_dask_arg(p)
     p.set_defaults(func=cmd_census)
     inner = p.add_subparsers(dest="census_command", metavar="apply-review", required=False)
@@ -130,6 +135,7 @@ def cmd_census(args: argparse.Namespace) -> int:
             append_to=args.append_to, camera_operation=args.camera_operation, utc_offset=args.utc_offset,
             species=args.species, date_order=args.date_order, client=client, resume=args.resume,
             cluster_candidates=args.cluster_candidates,
+            keypoints=None if args.max_tilt is None else {"max_tilt": args.max_tilt},
         )
     c = res.counts
     for note in res.notes:

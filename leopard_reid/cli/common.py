@@ -57,6 +57,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def tilt(text: str) -> float:
+    """Option type: an affine tilt, a finite number >= 1 (1: the photo as taken)."""
+    value = _float(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (1: no tilted views), not {value:g}")
+    return value
+
+
 def fraction(text: str) -> float:
     """Option type: a finite number in [0, 1]."""
     value = _float(text)
