@@ -155,11 +155,13 @@ class LocalMatcher:
             _, vecs = np.linalg.eigh(cov)
             self.pca_mean_ = mean.astype(np.float32)
             self.pca_components_ = np.ascontiguousarray(vecs[:, ::-1][:, : self.pca_dim], np.float32)
-            self.index_data_ = np.concatenate(
-                [self._project(as_float_descriptors(desc[i : i + _CHUNK])) for i in range(0, len(desc), _CHUNK)]
-            )
+            # filled chunk by chunk: a catalogue's projected descriptors exist once, never as a list and a copy
+            self.index_data_ = np.empty((len(desc), self.pca_dim), np.float32)
+            for i in range(0, len(desc), _CHUNK):
+                self.index_data_[i : i + _CHUNK] = self._project(as_float_descriptors(desc[i : i + _CHUNK]))
         else:
             self.index_data_ = as_float_descriptors(desc)
+        del desc  # the exemplars keep their own descriptors
         self.index_ = None
         if self.checks > 0 and len(self.owner_) > self.exact_limit:
             cv2.setRNGSeed(self.seed)  # FLANN's randomised kd-trees draw from OpenCV's global RNG
@@ -167,6 +169,7 @@ class LocalMatcher:
                 self.index_data_,
                 {"algorithm": 1, "trees": self.trees},  # FLANN_INDEX_KDTREE
             )
+            self.index_data_ = None  # FLANN searches its own copy: a third less resident memory
         self.n_keypoints_ = counts
         return self
 
