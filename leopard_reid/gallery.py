@@ -163,6 +163,12 @@ class Gallery:
         table["exemplars"] = table[sides].sum(axis=1)
         return table
 
+    def checksum(self) -> str:
+        """sha256 of what the gallery holds now (arrays, metadata, calibrations, backbone), as :meth:`save`
+        would record it: two galleries with equal checksums match every query alike. A gallery changed in
+        memory after :meth:`load` has another checksum than its file."""
+        return hashlib.sha256(self._manifest(self._arrays()).encode()).hexdigest()
+
     def subset(self, identities: Iterable[str]) -> Gallery:
         """A new gallery with only the exemplars of ``identities`` (each must exist), in this gallery's order.
 

@@ -195,7 +195,7 @@ def test_a_damaged_chunk_file_is_scored_again_not_fatal(tmp_path) -> None:
     from leopard_reid.census.scoring import ChunkScores
     from leopard_reid.census.state import ChunkState
 
-    state = ChunkState(tmp_path, "k")
+    state = ChunkState.open(tmp_path, "k")
     res = ChunkScores(best=np.zeros((2, 3), np.float32), arg=np.zeros((2, 3), np.int64), valid=np.ones(2, bool),
                       errors=[], kept={0: (np.ones(4, np.float32), None)})
     state.save(0, 2, res)

@@ -631,3 +631,16 @@ def test_a_calibration_is_flagged_stale_when_the_exemplars_change() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Matcher(method="global").fit(g)
+
+
+def test_checksum_follows_the_content_not_the_file(tmp_path) -> None:
+    """The census keys its saved scores by this: a gallery changed in memory after loading is another one."""
+    rng = np.random.default_rng(0)
+    g = Gallery.from_embeddings(rng.normal(size=(3, 8)), ["a", "b", "a"])
+    g.save(tmp_path / "g.lrg")
+    loaded = Gallery.load(tmp_path / "g.lrg")
+    assert loaded.checksum() == g.checksum() == Gallery.load(tmp_path / "g.lrg").checksum()
+    assert len(loaded.checksum()) == 64
+    loaded.add(rng.normal(size=(1, 8)), ["c"])
+    assert loaded.checksum() != g.checksum()
+    assert Gallery.load(tmp_path / "g.lrg").checksum() == g.checksum()  # the file is unchanged

@@ -313,7 +313,7 @@ def _decide(meta: pd.DataFrame, sc: _Scored, burst_seconds: float) -> _Calls:
     identity = np.empty(n, dtype=object)
     decision = np.empty(n, dtype=object)
     score = np.full(n, np.nan)
-    unmatched = [g for g in range(n_groups) if not g_best[g] >= sc.thr]
+    unmatched = [int(g) for g in np.flatnonzero(scoring.below_threshold(g_best, sc.thr))]
     for g, mem in enumerate(members):
         p = g_best[g]
         if p >= sc.thr:

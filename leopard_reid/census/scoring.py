@@ -79,6 +79,15 @@ def _check_threshold(method: str, threshold: float | None) -> None:
         raise CensusError(f"new_threshold {threshold!r} is off the {method} method's scale ({scale})")
 
 
+def below_threshold(best: Any, thr: float) -> Any:
+    """Where a best score (a detection's, or a burst's pooled) calls for a new individual: not at or above the
+    threshold (a NaN or -inf score included). The scoring stage keeps these detections' keypoints in memory
+    and the decision stage clusters these bursts: one rule for both."""
+    import numpy as np
+
+    return ~(np.asarray(best) >= thr)
+
+
 def _say(text: str) -> None:
     import sys
 
@@ -151,7 +160,7 @@ def _score_detections(
     if out is not None and n:
         from .state import ChunkState, state_key
 
-        state = ChunkState(Path(out), state_key(meta, gallery, embedder, method, keypoints), resume=resume)
+        state = ChunkState.open(Path(out), state_key(meta, gallery, embedder, method, keypoints), resume=resume)
     bar = tqdm(total=n, desc="census", unit="det", disable=not show)
     sc.state = state
 
@@ -162,7 +171,7 @@ def _score_detections(
         sc.per_ex[idx] = res.arg
         sc.valid[idx] = res.valid
         chunk_errors[start] = res.errors
-        below = res.best.max(axis=1) < thr if res.best.shape[1] else np.ones(len(res.valid), bool)
+        below = below_threshold(res.best.max(axis=1), thr) if res.best.shape[1] else np.ones(len(res.valid), bool)
         for j, (emb, loc) in res.kept.items():
             sc.kept_emb[start + j] = emb
             # keypoints stay in memory only where clustering may need them (a detection at or above the

@@ -7,12 +7,12 @@ it was readable, the skipped crops' reasons, and the embedding and keypoints of 
 rest of the census, and the review page, reuse them rather than describing a crop twice).
 
 ``key`` is a hash of everything a chunk's scores depend on: the detections (path, resolved file, size and
-modification time, box, side, in order), the gallery (its file's checksum, or its arrays), the method, the
-embedder (backbone and weights) and the keypoint extractor's options. A run with other inputs or settings gets
-another key and never reads stale chunks; the state folders of other keys in the same ``out`` are removed when
-a run starts (they could only be reused by a run with exactly those inputs again). A finished run's state is
-kept: a rerun with the same arguments then describes nothing again. Delete ``.census-state`` to reclaim the
-space (about 150 kB per detection, mostly keypoint descriptors).
+modification time, box, side, in order), the gallery (:meth:`~leopard_reid.Gallery.checksum`: what it holds
+now), the method, the embedder (backbone and weights) and the keypoint extractor's options. A run with other
+inputs or settings gets another key and never reads stale chunks; the state folders of other keys in the same
+``out`` are removed when a run starts (they could only be reused by a run with exactly those inputs again). A
+finished run's state is kept: a rerun with the same arguments then describes nothing again. Delete
+``.census-state`` to reclaim the space (about 150 kB per detection, mostly keypoint descriptors).
 """
 
 from __future__ import annotations
@@ -54,19 +54,7 @@ def state_key(
     add({"version": _VERSION, "method": method, "backbone": str(embedder.name),
          "weights": str(getattr(embedder, "weights_sha256", "")),
          "local": extractor_options(keypoints) if method != "global" else None})
-    if gallery._source is not None:
-        add({"gallery": gallery._source[1]})
-    else:  # an in-memory gallery: its arrays
-        import numpy as np
-
-        h.update(np.ascontiguousarray(gallery.embeddings).tobytes())
-        add({"labels": [str(x) for x in gallery.labels], "sides": [str(x) for x in gallery.sides],
-             "calibrations": gallery.calibrations})
-        if gallery.local is not None:
-            from ..local import pack_features
-
-            for arr in pack_features(gallery.local).values():
-                h.update(np.ascontiguousarray(arr).tobytes())
+    add({"gallery": gallery.checksum()})  # its content: a gallery changed in memory since loading is another
     for p, s, b, sd in zip(meta["path"], meta["source"], meta["bbox"], meta["side"]):
         try:
             st = os.stat(s)
@@ -78,18 +66,25 @@ def state_key(
 
 
 class ChunkState:
-    """The chunk files of one census run (``out/.census-state/<key>``)."""
+    """The chunk files of one census run (``out/.census-state/<key>``); :meth:`open` prepares the folder."""
 
-    def __init__(self, out: Path, key: str, *, resume: bool = True) -> None:
+    def __init__(self, out: Path, key: str) -> None:
         self.root = Path(out) / STATE_DIR
         self.dir = self.root / key
-        if self.root.is_dir():  # another run's chunks: never reused, so not kept
-            for other in self.root.iterdir():
+
+    @classmethod
+    def open(cls, out: Path, key: str, *, resume: bool = True) -> ChunkState:
+        """The state of the run ``key`` in ``out``, its folder created. Other keys' folders are removed (another
+        run's chunks are never reused, so not kept); without ``resume`` this key's saved chunks are too."""
+        state = cls(out, key)
+        if state.root.is_dir():
+            for other in state.root.iterdir():
                 if other.is_dir() and other.name != key:
                     shutil.rmtree(other, ignore_errors=True)
-        if not resume and self.dir.exists():
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if not resume and state.dir.exists():
+            shutil.rmtree(state.dir)
+        state.dir.mkdir(parents=True, exist_ok=True)
+        return state
 
     def path(self, start: int, stop: int) -> Path:
         return self.dir / f"chunk-{start:07d}-{stop:07d}.npz"
