@@ -29,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..census.results import NEW_PREFIX  # one definition: the census names them
 from ..files import atomic_write
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ __all__ = ["ImageTable", "match_points", "render_page", "review_rows", "thumb_ur
 DECISION_ORDER = {"uncertain": 0, "new": 1, "known": 2}
 #: Decisions the reviewer can give a row (apply_review reads these; "reject" = not a leopard / unusable).
 REVIEW_DECISIONS = ("", "confirm", "change", "skip", "reject")
-NEW_PREFIX = "NEW-"
 _ROW_KEYS = {"key", "path", "bbox", "proposed", "decision", "default", "cands"}
 
 
