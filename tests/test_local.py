@@ -15,9 +15,11 @@ from leopard_reid.local import (
     LocalFeatures,
     LocalMatcher,
     Verification,
+    as_float_descriptors,
     extract_features,
     extractor_options,
     pack_features,
+    ratio_matches,
     unpack_features,
     verify,
 )
@@ -188,6 +190,35 @@ def test_pack_unpack_roundtrip_bit_exact(tmp_path: Path) -> None:
         assert a.keypoints.tobytes() == b.keypoints.tobytes()
         assert a.descriptors.tobytes() == b.descriptors.tobytes()
     assert unpack_features(pack_features([])) == []
+
+
+def test_integer_distances_are_exact_with_and_without_the_int8_gemm(monkeypatch) -> None:
+    from leopard_reid.local import verification as v
+
+    rng = np.random.default_rng(0)
+    q = rng.integers(0, 256, (37, 128)).astype(np.uint8)  # the whole uint8 range, odd sizes
+    c = rng.integers(0, 256, (23, 128)).astype(np.uint8)
+    truth = ((q[:, None, :].astype(np.int64) - c[None, :, :]) ** 2).sum(-1)
+    s, a = v._integer_scores(q, c)
+    np.testing.assert_array_equal(a[:, None] - s, truth)
+    with_gemm = v.ratio_matches(q, c, 0.9, True)
+    monkeypatch.setattr(v, "_int8_gemm", lambda: False)  # the float32 GEMM fallback: exact too
+    s2, _ = v._integer_scores(q, c)
+    np.testing.assert_array_equal(s2, s)
+    for x, y in zip(v.ratio_matches(q, c, 0.9, True), with_gemm):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_stored_descriptors_match_as_their_float_values_do() -> None:
+    """uint8 rows (exact integer distances) give the float path's matches on real keypoints."""
+    a, b = spot_pattern(3), warp(spot_pattern(3), angle=15, scale=0.8)
+    fa, fb = extract_features(a), extract_features(b)
+    qi, ci, w = ratio_matches(fa.descriptors, fb.descriptors, 0.8, False)
+    fq, fc, fw = ratio_matches(as_float_descriptors(fa.descriptors), as_float_descriptors(fb.descriptors), 0.8, False)
+    assert len(qi) > 20
+    np.testing.assert_array_equal(qi, fq)
+    np.testing.assert_array_equal(ci, fc)
+    np.testing.assert_allclose(w, fw, atol=1e-4)  # the float path rounds |q|^2 - 2q.c + |c|^2 in float32
 
 
 def test_verify_accepts_same_rejects_lookalike() -> None:

@@ -313,11 +313,9 @@ class LocalMatcher:
             return out
         pairs = [(i, int(j)) for i, q in enumerate(queries) if len(q)
                  for j in self._shortlist(votes[i], exclude[i], candidates[i])]
-        qf = {i: as_float_descriptors(queries[i].descriptors) for i in {i for i, _ in pairs}}
-
         def check(pair: tuple[int, int]) -> tuple[int, float]:
             i, j = pair
-            qi, ci, w = ratio_matches(qf[i], as_float_descriptors(self.features_[j].descriptors), self.ratio, False)
+            qi, ci, w = ratio_matches(queries[i].descriptors, self.features_[j].descriptors, self.ratio, False)
             v = verify_matches(queries[i], self.features_[j], qi, ci, w, threshold=self.threshold,
                                scale_tol=self.scale_tol, angle_tol=self.angle_tol, min_inliers=self.min_inliers)
             return v.n_inliers, v.score
