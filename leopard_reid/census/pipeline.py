@@ -182,8 +182,9 @@ def run_census(
     verified against (by keypoint vote, and as many by embedding) when clustering new individuals, so that
     clustering grows with the season, not with its square. ``keypoints``: :func:`~leopard_reid.local.extract_features`
     options for the detections (default: the library's, as the gallery's exemplars were described);
-    ``{"max_tilt": 1}`` (plain SIFT, no affine views) makes a census about 2.5x faster at some cost in accuracy
-    on obliquely photographed animals (measured in ``benchmarks/bench_census_scale.py --max-tilt``).
+    ``{"max_tilt": 1}`` (plain SIFT, no affine views) makes a census about 2x faster at some cost in accuracy
+    on obliquely photographed animals (``benchmarks/bench_census_scale.py --max-tilt 2 1`` for the speed,
+    ``benchmarks/bench_query_keypoints.py`` for the accuracy on real photos).
     """
     opts = CensusOptions(
         root=root, sightings=sightings, cameras=cameras, min_conf=min_conf, occasion_days=occasion_days,

@@ -92,8 +92,8 @@ def register(sub: Any) -> None:
                         "found (by keypoint vote and by embedding; default: %(default)s)")
     p.add_argument("--max-tilt", type=tilt, default=None, metavar="T",
                    help="keypoints of the detections from affine-tilted views up to tilt T (unset: the "
-                        "library's, 2, as the gallery's); 1 is plain SIFT: a census about 2.5x faster, a little "
-                        "less accurate on obliquely photographed animals")
+                        "library's, 2, as the gallery's); 1 is plain SIFT: a census about 2x faster, less accurate "
+                        "on obliquely photographed animals")
     add_dask_arg(p)
     p.set_defaults(func=cmd_census)
     inner = p.add_subparsers(dest="census_command", metavar="apply-review", required=False)
