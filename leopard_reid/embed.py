@@ -78,25 +78,6 @@ def _collate(batch: list) -> list:
     return batch
 
 
-def _batches(dataset: _Dataset, batch_size: int, workers: int) -> Iterable[list]:
-    """Batches of loaded items in order: from DataLoader worker processes, or, without workers, loaded by a
-    thread per core when keypoints are extracted too (OpenCV's SIFT releases the GIL: measured 0.139 -> 0.119 s
-    per census crop on 2 cores), else in this thread."""
-    import torch
-
-    if workers > 0 or dataset.local is None or len(dataset) < 2:
-        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
-    return _threaded_batches(dataset, batch_size)
-
-
-def _threaded_batches(dataset: _Dataset, batch_size: int) -> Iterable[list]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(min(len(dataset), os.cpu_count() or 1)) as pool:
-        for start in range(0, len(dataset), batch_size):
-            yield list(pool.map(dataset.__getitem__, range(start, min(len(dataset), start + batch_size))))
-
-
 class Embedder:
     """Embed leopard crops with a pretrained CNN (timm), as L2-normalised float32 vectors.
 
@@ -238,7 +219,9 @@ class Embedder:
         workers = self.num_workers
         if workers is None:
             workers = min(2, os.cpu_count() or 1) if n >= 4 * self.batch_size else 0
-        loader = _batches(dataset, self.batch_size, workers)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=self.batch_size, num_workers=workers, collate_fn=_collate,
+        )
         dim = None
         out: np.ndarray | None = None
         local_out: list[Any] | None = [None] * n if local_opts is not None else None

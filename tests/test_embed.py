@@ -59,21 +59,6 @@ def test_describe_extracts_keypoints_in_the_same_pass(embedder):
     assert feats.local is not None and len(feats.local[0]) > 20
 
 
-def test_keypoints_loaded_on_threads_equal_one_at_a_time(embedder):
-    """In one process a batch's crops are loaded and described on a thread per core: same results, same order,
-    a bad image still skipped in its place."""
-    images = [spots(s) for s in (1, 2, 3)] + [np.zeros((2, 2, 3), np.uint8)] + [spots(4)]
-    together = embedder.describe(images, local=True, on_error="skip")
-    alone = [embedder.describe([im], local=True, on_error="skip") for im in images]
-    assert together.valid.tolist() == [True, True, True, False, True]
-    for k, one in enumerate(alone):
-        assert one.valid[0] == together.valid[k]
-        if one.valid[0]:
-            np.testing.assert_array_equal(one.local[0].keypoints, together.local[k].keypoints)
-            np.testing.assert_array_equal(one.local[0].descriptors, together.local[k].descriptors)
-            np.testing.assert_allclose(one.embeddings[0], together.embeddings[k], atol=1e-5)
-
-
 def test_draft_decoding_close_to_full_decoding(embedder, tmp_path):
     """A box cut from a large JPEG decoded at reduced size embeds like the fully decoded one."""
     from leopard_reid.io import load_image
