@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,36 +41,32 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _bounded(text: str, ok: Callable[[float], bool], rule: str) -> float:
+    """A finite float for which ``ok`` holds, or the argparse error ``must be <rule>, not <value>``."""
+    value = _float(text)
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {rule}, not {value:g}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     """Option type: a finite number >= 0."""
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {value:g}")
-    return value
+    return _bounded(text, lambda v: v >= 0, ">= 0")
 
 
 def positive_float(text: str) -> float:
     """Option type: a finite number > 0."""
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, not {value:g}")
-    return value
+    return _bounded(text, lambda v: v > 0, "> 0")
 
 
 def tilt(text: str) -> float:
     """Option type: an affine tilt, a finite number >= 1 (1: the photo as taken)."""
-    value = _float(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (1: no tilted views), not {value:g}")
-    return value
+    return _bounded(text, lambda v: v >= 1, "at least 1 (1: no tilted views)")
 
 
 def fraction(text: str) -> float:
     """Option type: a finite number in [0, 1]."""
-    value = _float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value:g}")
-    return value
+    return _bounded(text, lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
 
 
 def _float(text: str) -> float:
