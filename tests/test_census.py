@@ -178,6 +178,23 @@ def test_link_flanks_merges_new_and_proposes_known_other_flank():
     assert other == {}
 
 
+def test_link_flanks_needs_most_paired_visits_to_agree():
+    from leopard_reid.census.grouping import _link_flanks
+
+    # a new animal seen at three paired visits: twice both flanks unmatched (bursts 0-1, 2-3), once its
+    # right flank wrongly called known L-7 (burst 9, with its left flank burst 4): one wrong call must not
+    # rename the animal's every sighting
+    cluster_of = {0: 0, 1: 1, 2: 0, 3: 1, 4: 0}
+    merged, other = _link_flanks([(0, 1), (2, 3), (4, 9)], cluster_of, {9: "L-7"})
+    assert len(set(merged.values())) == 1 and other == {}
+    # seen with L-7 at two visits and unmatched on both flanks at one: L-7's other flank, for a person to confirm
+    merged, other = _link_flanks([(0, 1), (2, 9), (4, 8)], cluster_of, {8: "L-7", 9: "L-7"})
+    assert other == {merged[0]: "L-7"}
+    # a tie (one visit each way) proposes nothing
+    merged, other = _link_flanks([(0, 1), (4, 9)], cluster_of, {9: "L-7"})
+    assert other == {}
+
+
 def _read_secr(path: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 

@@ -23,8 +23,9 @@ matched within their side: their patterns differ. What links them is a paired st
 other, grouped by the cameras table's ``station`` column or sharing one ``camera`` name) photographing one
 animal's two flanks within ``pair_seconds``. When that pairing is unambiguous (one burst per flank), the two
 provisional new individuals become one ``NEW-xxxx``, and a new flank seen with a known individual's other
-flank gets that identity as ``uncertain``, for a person to confirm on the review page; the ``flank_link``
-column names the partner detections. Nothing is written to the gallery before review.
+flank (at most of its paired visits, and with no other known individual) gets that identity as
+``uncertain``, for a person to confirm on the review page; the ``flank_link`` column names the partner
+detections. Nothing is written to the gallery before review.
 
 Where things are (a package; everything public is importable from here):
 
