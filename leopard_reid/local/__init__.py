@@ -8,14 +8,15 @@ works (HotSpotter, Crall et al. 2013).  This package
    (:func:`extract_features`), and stores them compactly (uint8 descriptors, :func:`pack_features`);
 2. scores a query against every gallery exemplar at once with a local naive-Bayes nearest-neighbour
    (LNBNN) vote over one approximate nearest-neighbour index of all gallery descriptors
-   (:class:`LocalMatcher`);
+   (:class:`LocalMatcher`; FLANN kd-trees, or compressed faiss IVF-PQ codes for a catalogue);
 3. re-scores a shortlist by pairwise matching plus exhaustive similarity-transform verification
    (:func:`verify`), because two different animals with similar spot statistics share many similar
    descriptors but almost never a consistent spatial layout.
 
 The three steps are the modules :mod:`~leopard_reid.local.features` (1),
-:mod:`~leopard_reid.local.lnbnn` (2) and :mod:`~leopard_reid.local.verification` (3); every public name is
-re-exported here (``from leopard_reid.local import LocalMatcher``).
+:mod:`~leopard_reid.local.lnbnn` with its indexes in :mod:`~leopard_reid.local.index` (2) and
+:mod:`~leopard_reid.local.verification` (3); every public name is re-exported here
+(``from leopard_reid.local import LocalMatcher``).
 """
 
 from __future__ import annotations

@@ -9,51 +9,34 @@ index of all gallery descriptors; a shortlist is then re-scored by pairwise geom
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .features import DESCRIPTOR_DIM, LocalFeatures, as_float_descriptors
+from .index import ExactIndex, IVFPQIndex, KDTreeIndex, descriptor_blocks
 from .verification import ratio_matches, verify_matches
 
 __all__ = ["LocalMatcher"]
 
-_CHUNK = 1 << 16  # descriptors converted to float at a time when indexing a large gallery
+INDEXES = ("auto", "kdtree", "ivfpq")
 
 
-def _mean_cov(desc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance (float64, like ``np.cov``) of quantised descriptors, converted chunk by chunk so
-    a gallery of millions of descriptors never exists as one float array."""
-    n = len(desc)
+def _mean_cov(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (float64, like ``np.cov``) of quantised descriptors, converted block by block so
+    a gallery of millions of descriptors never exists as one float array (nor as one uint8 array)."""
+    n = sum(len(a) for a in arrays)
     total = np.zeros(DESCRIPTOR_DIM)
-    for i in range(0, n, _CHUNK):
-        total += as_float_descriptors(desc[i : i + _CHUNK]).sum(0, dtype=np.float64)
+    for b in descriptor_blocks(arrays):
+        total += as_float_descriptors(b).sum(0, dtype=np.float64)
     mean = total / n
     cov = np.zeros((DESCRIPTOR_DIM, DESCRIPTOR_DIM))
-    for i in range(0, n, _CHUNK):
-        x = as_float_descriptors(desc[i : i + _CHUNK]).astype(np.float64) - mean
+    for b in descriptor_blocks(arrays):
+        x = as_float_descriptors(b).astype(np.float64) - mean
         cov += x.T @ x
     return mean, cov / (n - 1)
-
-
-def _exact_knn(q: np.ndarray, g: np.ndarray, n: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force n nearest neighbours (squared L2), sorted, via chunked GEMM."""
-    gn = (g * g).sum(1)
-    idx = np.empty((len(q), n), np.int64)
-    dist = np.empty((len(q), n), np.float64)
-    for s in range(0, len(q), chunk):
-        qb = q[s : s + chunk]
-        d2 = gn[None, :] - 2.0 * (qb @ g.T)
-        d2 += (qb * qb).sum(1)[:, None]
-        part = np.argpartition(d2, n - 1, axis=1)[:, :n] if n < d2.shape[1] else np.tile(np.arange(n), (len(qb), 1))
-        pd = np.take_along_axis(d2, part, 1)
-        o = np.argsort(pd, axis=1, kind="stable")
-        idx[s : s + chunk] = np.take_along_axis(part, o, 1)
-        dist[s : s + chunk] = np.maximum(np.take_along_axis(pd, o, 1), 0.0)
-    return idx, dist
 
 
 class LocalMatcher:
@@ -65,8 +48,13 @@ class LocalMatcher:
         normalise: divide each exemplar's vote by sqrt(its keypoint count), so exemplars with many
             keypoints do not win by sheer number (measured: +7 to +18 points top-1 on leopardtrails).
         shortlist: how many exemplars (by LNBNN vote) get pairwise geometric verification.
+        index: the nearest-neighbour index (:mod:`leopard_reid.local.index`): ``kdtree`` (FLANN kd-trees,
+            about 0.5 kB resident per descriptor), ``ivfpq`` (faiss IVF-PQ codes, about 40 bytes, for
+            catalogues), or ``auto``: kd-trees up to ``compress_above`` descriptors, IVF-PQ from there
+            (a catalogue of 10,000 exemplars holds about 15 million).
         checks / trees: FLANN kd-tree leaf checks and tree count (speed vs recall of the approximate
             index); ``checks <= 0`` or a gallery of at most ``exact_limit`` descriptors uses exact search.
+        nprobe: IVF-PQ cells searched per descriptor.
         pca_dim: the index searches descriptors projected to this many principal components (None: all
             128); verification always uses the full descriptors.
         n_jobs: threads for the index search and for verification (default: all cores).
@@ -105,6 +93,9 @@ class LocalMatcher:
         verification: bool = True,
         normalise: bool = True,
         exact_limit: int = 0,
+        index: str = "auto",
+        compress_above: int = 2_000_000,
+        nprobe: int = 16,
         pca_dim: int | None = 64,
         n_jobs: int | None = None,
         seed: int = 0,
@@ -124,6 +115,11 @@ class LocalMatcher:
         self.verification = bool(verification)
         self.normalise = bool(normalise)
         self.exact_limit = int(exact_limit)
+        if index not in INDEXES:
+            raise ValueError(f"index must be one of {INDEXES}, not {index!r}")
+        self.index = index
+        self.compress_above = int(compress_above)
+        self.nprobe = int(nprobe)
         self.pca_dim = None if pca_dim is None else int(pca_dim)
         self.n_jobs = n_jobs
         self.seed = int(seed)
@@ -143,33 +139,32 @@ class LocalMatcher:
         self.offsets_ = np.zeros(len(features) + 1, np.int64)
         np.cumsum(counts, out=self.offsets_[1:])
         self.owner_ = np.repeat(np.arange(len(features), dtype=np.int64), counts)
-        # descriptors stay uint8 (a quarter of float32): verification converts one candidate at a time, and
-        # the index holds only the (projected) float copy it searches
-        desc = (np.concatenate([f.descriptors for f in features]) if len(self.owner_)
-                else np.zeros((0, DESCRIPTOR_DIM), np.uint8))
+        n = len(self.owner_)
+        # descriptors stay uint8 in the exemplars (a quarter of float32) and are read block by block: the
+        # index holds only what it searches
+        arrays = [f.descriptors for f in features]
         self.pca_mean_, self.pca_components_ = None, None
-        if self.pca_dim and 0 < self.pca_dim < DESCRIPTOR_DIM and len(self.owner_) > DESCRIPTOR_DIM:
+        if self.pca_dim and 0 < self.pca_dim < DESCRIPTOR_DIM and n > DESCRIPTOR_DIM:
             # kd-trees degrade with dimension: search in a PCA subspace (eigh of the covariance; exact
             # and deterministic), which is several times faster at equal recall
-            mean, cov = _mean_cov(desc)
+            mean, cov = _mean_cov(arrays)
             _, vecs = np.linalg.eigh(cov)
             self.pca_mean_ = mean.astype(np.float32)
             self.pca_components_ = np.ascontiguousarray(vecs[:, ::-1][:, : self.pca_dim], np.float32)
-            # filled chunk by chunk: a catalogue's projected descriptors exist once, never as a list and a copy
-            self.index_data_ = np.empty((len(desc), self.pca_dim), np.float32)
-            for i in range(0, len(desc), _CHUNK):
-                self.index_data_[i : i + _CHUNK] = self._project(as_float_descriptors(desc[i : i + _CHUNK]))
+        dim = DESCRIPTOR_DIM if self.pca_components_ is None else self.pca_dim
+
+        def blocks() -> Iterator[np.ndarray]:
+            return (self._project(as_float_descriptors(b)) for b in descriptor_blocks(arrays))
+
+        self.index_kind_ = self._index_kind(n)
+        if self.index_kind_ == "exact":
+            self.index_ = ExactIndex(blocks(), n, dim)
+        elif self.index_kind_ == "kdtree":
+            self.index_ = KDTreeIndex(blocks(), n, dim, trees=self.trees, checks=self.checks, seed=self.seed,
+                                      n_jobs=self.n_jobs)
         else:
-            self.index_data_ = as_float_descriptors(desc)
-        del desc  # the exemplars keep their own descriptors
-        self.index_ = None
-        if self.checks > 0 and len(self.owner_) > self.exact_limit:
-            cv2.setRNGSeed(self.seed)  # FLANN's randomised kd-trees draw from OpenCV's global RNG
-            self.index_ = cv2.flann_Index(
-                self.index_data_,
-                {"algorithm": 1, "trees": self.trees},  # FLANN_INDEX_KDTREE
-            )
-            self.index_data_ = None  # FLANN searches its own copy: a third less resident memory
+            self.index_ = IVFPQIndex(blocks, lambda rows: self._project(as_float_descriptors(self._rows(rows))),
+                                     n, dim, nprobe=self.nprobe, seed=self.seed, n_jobs=self.n_jobs)
         self.n_keypoints_ = counts
         return self
 
@@ -180,28 +175,30 @@ class LocalMatcher:
 
     # -- LNBNN -------------------------------------------------------------------------------------------
 
+    def _index_kind(self, n: int) -> str:
+        if self.checks <= 0 or n <= self.exact_limit:
+            return "exact"
+        if self.index == "auto":
+            return "ivfpq" if n > self.compress_above else "kdtree"
+        if self.index == "ivfpq" and n < 1024:
+            return "exact"  # too few descriptors to train codebooks on; exact search costs nothing here
+        return self.index
+
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        """uint8 descriptors of gallery rows ``rows`` (sorted), read from their exemplars."""
+        ex = self.owner_[rows]
+        local = rows - self.offsets_[ex]
+        out = np.empty((len(rows), DESCRIPTOR_DIM), np.uint8)
+        bounds = np.flatnonzero(np.r_[True, ex[1:] != ex[:-1], True])
+        for s, e in zip(bounds[:-1], bounds[1:]):
+            out[s:e] = self.features_[ex[s]].descriptors[local[s:e]]
+        return out
+
     def _knn(self, desc: np.ndarray, n_neighbours: int) -> tuple[np.ndarray, np.ndarray]:
-        """(idx, squared L2) of the n nearest gallery descriptors per row; exact (GEMM) for small galleries
-        or when ``checks <= 0``, FLANN kd-tree otherwise."""
+        """(idx, squared L2) of the n nearest gallery descriptors per row (``-1`` where not found), from the
+        index :meth:`fit` chose (:attr:`index_kind_`)."""
         n_neighbours = min(n_neighbours, len(self.owner_))
-        q = self._project(as_float_descriptors(desc))
-        if self.index_ is None:
-            return _exact_knn(q, self.index_data_, n_neighbours)
-        index = self.index_
-        params = {"checks": self.checks}
-
-        def search(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return index.knnSearch(block, n_neighbours, params=params)
-
-        n_jobs = max(1, min(self.n_jobs or os.cpu_count() or 1, len(q) // 256 + 1))
-        if n_jobs == 1:
-            idx, dist = search(q)
-        else:  # cv2 releases the GIL: threads give real parallelism
-            blocks = np.array_split(q, n_jobs)
-            with ThreadPoolExecutor(n_jobs) as pool:
-                parts = list(pool.map(search, blocks))
-            idx = np.concatenate([p[0] for p in parts])
-            dist = np.concatenate([p[1] for p in parts])
+        idx, dist = self.index_.search(self._project(as_float_descriptors(desc)), n_neighbours)
         return idx.astype(np.int64), dist.astype(np.float64)
 
     def _project(self, x: np.ndarray) -> np.ndarray:
