@@ -50,8 +50,9 @@ class LocalMatcher:
         shortlist: how many exemplars (by LNBNN vote) get pairwise geometric verification.
         index: the nearest-neighbour index (:mod:`leopard_reid.local.index`): ``kdtree`` (FLANN kd-trees,
             about 0.5 kB resident per descriptor), ``ivfpq`` (faiss IVF-PQ codes, about 40 bytes, for
-            catalogues), or ``auto``: kd-trees up to ``compress_above`` descriptors, IVF-PQ from there
-            (a catalogue of 10,000 exemplars holds about 15 million).
+            catalogues, but several times slower to build), or ``auto``: kd-trees up to ``compress_above``
+            descriptors (10 million: about 5 GB), IVF-PQ from there (a catalogue of 10,000 exemplars holds
+            about 15 million; 4.1 GB peak instead of 13.7, ``benchmarks/bench_real_speed.py``).
         checks / trees: FLANN kd-tree leaf checks and tree count (speed vs recall of the approximate
             index); ``checks <= 0`` or a gallery of at most ``exact_limit`` descriptors uses exact search.
         nprobe: IVF-PQ cells searched per descriptor.
@@ -94,7 +95,7 @@ class LocalMatcher:
         normalise: bool = True,
         exact_limit: int = 0,
         index: str = "auto",
-        compress_above: int = 2_000_000,
+        compress_above: int = 10_000_000,
         nprobe: int = 16,
         pca_dim: int | None = 64,
         n_jobs: int | None = None,
