@@ -75,8 +75,11 @@ def _filled(blocks: Iterator[np.ndarray], n: int, dim: int) -> np.ndarray:
 class ExactIndex:
     """Brute-force search over a float32 copy of the descriptors."""
 
-    def __init__(self, blocks: Iterator[np.ndarray], n: int, dim: int) -> None:
+    @classmethod
+    def build(cls, blocks: Iterator[np.ndarray], n: int, dim: int) -> ExactIndex:
+        self = cls()
         self.data = _filled(blocks, n, dim)
+        return self
 
     def search(self, q: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         return exact_knn(q, self.data, n)
@@ -87,13 +90,16 @@ class KDTreeIndex:
     RNG is seeded with ``seed`` before the build, so the trees are reproducible. Searches run on ``n_jobs``
     threads (cv2 releases the GIL)."""
 
-    def __init__(self, blocks: Iterator[np.ndarray], n: int, dim: int, *, trees: int, checks: int, seed: int,
-                 n_jobs: int | None) -> None:
+    @classmethod
+    def build(cls, blocks: Iterator[np.ndarray], n: int, dim: int, *, trees: int, checks: int, seed: int,
+              n_jobs: int | None) -> KDTreeIndex:
+        self = cls()
         data = _filled(blocks, n, dim)
         cv2.setRNGSeed(seed)  # FLANN's randomised kd-trees draw from OpenCV's global RNG
         self.index = cv2.flann_Index(data, {"algorithm": 1, "trees": trees})  # FLANN_INDEX_KDTREE: own copy
         self.checks = checks
         self.n_jobs = n_jobs
+        return self
 
     def search(self, q: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         params = {"checks": self.checks}
@@ -118,8 +124,10 @@ class IVFPQIndex:
     per descriptor), never a float copy of the catalogue. Distances are the codes' approximations of
     squared L2. faiss's OpenMP threads are limited to ``n_jobs`` while it works."""
 
-    def __init__(self, blocks: Callable[[], Iterator[np.ndarray]], sample: Callable[[np.ndarray], np.ndarray],
-                 n: int, dim: int, *, nprobe: int, seed: int, n_jobs: int | None) -> None:
+    @classmethod
+    def build(cls, blocks: Callable[[], Iterator[np.ndarray]], sample: Callable[[np.ndarray], np.ndarray],
+              n: int, dim: int, *, nprobe: int, seed: int, n_jobs: int | None) -> IVFPQIndex:
+        self = cls()
         import faiss
 
         self.nlist = int(max(1, min(8192, 2 ** round(np.log2(4 * np.sqrt(max(n, 1)))), n // 39)))
@@ -142,6 +150,7 @@ class IVFPQIndex:
             for b in blocks():
                 self.index.add(np.ascontiguousarray(b, np.float32))
         self.index.nprobe = self.nprobe
+        return self
 
     def _threads(self, n: int | None = None) -> Any:
         from threadpoolctl import threadpool_limits

@@ -159,12 +159,12 @@ class LocalMatcher:
 
         self.index_kind_ = self._index_kind(n)
         if self.index_kind_ == "exact":
-            self.index_ = ExactIndex(blocks(), n, dim)
+            self.index_ = ExactIndex.build(blocks(), n, dim)
         elif self.index_kind_ == "kdtree":
-            self.index_ = KDTreeIndex(blocks(), n, dim, trees=self.trees, checks=self.checks, seed=self.seed,
+            self.index_ = KDTreeIndex.build(blocks(), n, dim, trees=self.trees, checks=self.checks, seed=self.seed,
                                       n_jobs=self.n_jobs)
         else:
-            self.index_ = IVFPQIndex(blocks, lambda rows: self._project(as_float_descriptors(self._rows(rows))),
+            self.index_ = IVFPQIndex.build(blocks, lambda rows: self._project(as_float_descriptors(self._rows(rows))),
                                      n, dim, nprobe=self.nprobe, seed=self.seed, n_jobs=self.n_jobs)
         self.n_keypoints_ = counts
         return self
