@@ -61,7 +61,9 @@ class Matcher:
 
     ``Matcher(method="fused").fit(gallery)`` builds the keypoint index once; :meth:`scores` then scores
     any number of query batches. ``calibration`` defaults to the gallery's own (see :func:`calibrate`),
-    else the built-in default.
+    else the built-in default. With ``size_correction`` (the default), fused P(same) in a gallery of more
+    identities than the calibration was fitted on has its odds discounted in proportion
+    (:meth:`Calibration.for_identities`); ``size_correction=False`` gives the calibration's pairwise P.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class Matcher:
         side_aware: bool = True,
         calibration: Calibration | None = None,
         local_options: dict[str, Any] | None = None,
+        size_correction: bool = True,
     ) -> None:
         check_method(method)
         self.method = method
@@ -79,6 +82,7 @@ class Matcher:
         self.side_aware = side_aware
         self.calibration = calibration
         self.local_options = local_options or {}
+        self.size_correction = size_correction
 
     def fit(self, gallery: Gallery) -> Matcher:
         """Index the gallery (keypoints too, unless ``method="global"``); returns self."""
@@ -87,6 +91,7 @@ class Matcher:
         self.gallery_ = gallery
         self.embeddings_ = gallery.embeddings
         self.labels_ = gallery.labels
+        self.n_identities_ = len(set(self.labels_.tolist()))
         self.sides_ = gallery.sides
         self.local_: LocalMatcher | None = None
         if self.method != "global":
@@ -161,7 +166,8 @@ class Matcher:
         elif self.method == "local":
             final = local
         else:
-            final = self.calibration_.fuse(cos_masked, local)
+            cal = self.calibration_.for_identities(self.n_identities_) if self.size_correction else self.calibration_
+            final = cal.fuse(cos_masked, local)
         return PairScores(cosine=cos_masked, local=local, final=final, method=self.method)
 
     def rank(self, scores: PairScores, *, top_k: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

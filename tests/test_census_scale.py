@@ -44,6 +44,69 @@ def test_sparse_linkage_equals_scikit_learn_on_a_dense_matrix(linkage):
         assert _partition(got) == _partition(ref), (trial, linkage)
 
 
+def _brute_force_linkage(d, edge, flanks, threshold, linkage, far):
+    """Naive agglomeration over the comparable pairs (a left-only and a right-only node are not comparable)."""
+    clusters = [[i] for i in range(len(d))]
+    comparable = lambda i, j: {flanks[i], flanks[j]} != {1, 2}  # noqa: E731
+    while True:
+        best = None
+        for x in range(len(clusters)):
+            for y in range(x + 1, len(clusters)):
+                pairs = [(i, j) for i in clusters[x] for j in clusters[y] if comparable(i, j)]
+                if not any(edge[i, j] for i, j in pairs):
+                    continue
+                dist = [d[i, j] if edge[i, j] else far for i, j in pairs]
+                v = np.mean(dist) if linkage == "average" else max(dist)
+                if best is None or v < best[0]:
+                    best = (v, x, y)
+        if best is None or best[0] >= threshold:
+            break
+        _, x, y = best
+        clusters[x] += clusters.pop(y)
+    labels = np.zeros(len(d), int)
+    for k, c in enumerate(clusters):
+        labels[c] = k
+    return labels
+
+
+@pytest.mark.parametrize("linkage", ["average", "complete"])
+def test_flank_aware_linkage_leaves_out_pairs_of_opposite_flanks(linkage):
+    """With ``flanks``, a left-only and a right-only node are neither an edge nor a missing (far) pair: the
+    linkage averages (or maximises) over the comparable pairs only, as a naive agglomeration does."""
+    from leopard_reid.census.identities import _sparse_linkage
+
+    rng = np.random.default_rng(5)
+    for trial in range(30):
+        n = int(rng.integers(2, 14))
+        flanks = rng.integers(0, 3, n)
+        centres = rng.integers(0, max(1, n // 3), n)
+        d = np.abs(centres[:, None] - centres[None, :]) * 0.3 + rng.uniform(0, 0.35, (n, n))
+        d = np.minimum((d + d.T) / 2, 1.0)
+        opposite = (flanks[:, None] * flanks[None, :]) == 2
+        edge = np.triu(~opposite & (rng.uniform(size=(n, n)) < 0.7), 1)
+        edge |= edge.T
+        a, b = np.nonzero(np.triu(edge, 1))
+        got = _sparse_linkage(n, a, b, d[a, b], 0.4, linkage, 1.0, flanks=flanks)
+        ref = _brute_force_linkage(d, edge, flanks, 0.4, linkage, 1.0)
+        assert _partition(got) == _partition(ref), (trial, linkage)
+
+
+def test_one_flank_sightings_join_the_cluster_that_holds_both_flanks():
+    """One animal: a paired-station burst showing both flanks (node 0), two left-only and two right-only
+    sightings that match it and each other. Counting the opposite-flank pairs as far split the right
+    sightings off (average 0.7 > 0.4); leaving them out gives one individual. Opposite flanks alone never
+    join (no edge)."""
+    from leopard_reid.census.identities import _sparse_linkage
+
+    a, b = np.array([0, 0, 1, 0, 0, 3]), np.array([1, 2, 2, 3, 4, 4])
+    d = np.full(6, 0.1)
+    flanks = [0, 1, 1, 2, 2]
+    assert _partition(_sparse_linkage(5, a, b, d, 0.4, "average", 1.0)) == {frozenset({0, 1, 2}), frozenset({3, 4})}
+    assert _partition(_sparse_linkage(5, a, b, d, 0.4, "average", 1.0, flanks=flanks)) == {frozenset(range(5))}
+    assert _partition(_sparse_linkage(2, np.array([], int), np.array([], int), np.array([]), 0.4, "average", 1.0,
+                                      flanks=[1, 2])) == {frozenset({0}), frozenset({1})}
+
+
 def _partition(labels) -> set[frozenset[int]]:
     groups: dict[int, set[int]] = {}
     for i, lab in enumerate(labels):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -128,6 +129,28 @@ def test_old_calibration_dicts_still_load():
     old = {"coef": [2.0, 4.5], "intercept": -9.0, "threshold": 0.6, "source": "x"}  # no method, band, reason
     cal = Calibration.from_dict(old)
     assert cal.method == "fused" and cal.threshold == 0.6 and cal.reason == ""
+    assert cal.n_identities is None and cal.for_identities(10_000) == cal  # gallery size unknown: as before
+
+
+def test_p_same_is_discounted_in_a_gallery_larger_than_the_calibrations(split, fused_cal, full_gallery):
+    """A calibration fitted on n0 identities, used on a gallery of n > n0: the odds of P(same) are multiplied
+    by n0 / n (the best of more wrong identities scores high more often); rankings do not change, a gallery
+    no larger than n0 changes nothing, and ``size_correction=False`` gives the pairwise P."""
+    gallery = split[1]
+    feats = _gallery_features(full_gallery)  # every photo, described once by the fixture
+    n = len(set(gallery.labels))
+    assert fused_cal.n_identities == len(set(full_gallery.labels))  # calibrate records its gallery's size
+    small = replace(Calibration(coef=(2.0, 4.5), intercept=-9.0), n_identities=2)
+    raw = Matcher(calibration=small, size_correction=False).fit(gallery).scores(feats).final
+    got = Matcher(calibration=small).fit(gallery).scores(feats).final
+    assert (np.isfinite(raw) == np.isfinite(got)).all()
+    ok = np.isfinite(raw) & (raw > 1e-6) & (raw < 1 - 1e-6)
+    assert ok.sum() > 10
+    odds = lambda p: p / (1 - p)  # noqa: E731
+    np.testing.assert_allclose(odds(got[ok]) / odds(raw[ok]), 2 / n, rtol=1e-6)
+    assert (np.argsort(-raw, axis=1) == np.argsort(-got, axis=1)).all()
+    same = Matcher(calibration=replace(small, n_identities=n)).fit(gallery).scores(feats).final
+    np.testing.assert_array_equal(same, raw)
 
 
 # ---------------------------------------------------------------- issue 14, item 1: one calibration per method

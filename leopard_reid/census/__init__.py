@@ -18,7 +18,9 @@ unmatched ones into provisional new individuals (``NEW-0001`` ...), and writes i
 
 Decisions use the calibrated P(same individual) of the fused method: a burst whose best known identity has
 P >= ``Calibration.threshold`` is that identity, otherwise it is new; scores inside
-``Calibration.uncertain_band`` are marked ``uncertain`` (identity still proposed). Left and right flanks are
+``Calibration.uncertain_band`` are marked ``uncertain`` (identity still proposed). P is discounted for a gallery
+of more identities than the calibration was fitted on (:meth:`Calibration.for_identities`): the best of more
+known animals is more often a wrong one that scores high. Left and right flanks are
 matched within their side: their patterns differ. What links them is a paired station (cameras facing each
 other, grouped by the cameras table's ``station`` column or sharing one ``camera`` name) photographing one
 animal's two flanks within ``pair_seconds``. When that pairing is unambiguous (one burst per flank), the two

@@ -44,7 +44,9 @@ def _unmatched_gallery(
     sides = [str(det_sides[i]) for i in dets]
     tmp = _G.from_embeddings(e, [f"u{k}" for k in range(len(dets))], local=loc,
                              metadata=pd.DataFrame({"path": [str(i) for i in dets], "side": sides}))
-    m = Matcher(method=matcher.method, calibration=matcher.calibration_, shortlist=shortlist).fit(tmp)
+    # pairwise P: each detection is its own "identity" here, so no correction for the number of them
+    m = Matcher(method=matcher.method, calibration=matcher.calibration_, shortlist=shortlist,
+                size_correction=False).fit(tmp)
 
     def score_block(idx: list[int]) -> np.ndarray:
         f = Features(names=[str(dets[i]) for i in idx], embeddings=e[idx], local=[loc[i] for i in idx] if loc else None,
@@ -67,10 +69,10 @@ def _cluster_exhaustive(
     show: bool = False,
 ) -> dict[int, int]:
     """The reference clustering (the census's before issue 17): every unmatched detection scored against every
-    other into a dense n x n matrix, then scikit-learn's agglomerative clustering of the bursts on it. Memory
-    and time grow with the square of the season; kept to check :func:`_cluster_new` against."""
+    other into a dense n x n matrix, then the bursts clustered with every comparable pair an edge (the
+    linkage equals scikit-learn's on a dense matrix: ``tests/test_census_scale.py``). Memory and time grow
+    with the square of the season; kept to check :func:`_cluster_new` against."""
     import numpy as np
-    from sklearn.cluster import AgglomerativeClustering
 
     if len(unmatched) <= 1:
         return {g: 0 for g in unmatched}
@@ -81,16 +83,15 @@ def _cluster_exhaustive(
     for s in range(0, n, 256):
         idx = list(range(s, min(n, s + 256)))
         sim[idx] = score_block(idx)
-    np.fill_diagonal(sim, np.inf)
     sim = np.maximum(sim, sim.T)
     # burst-level similarity: the best pair of their detections (dets are listed burst by burst)
     starts = np.flatnonzero(np.r_[True, np.diff(owner) != 0])
     gsim = np.maximum.reduceat(np.maximum.reduceat(sim, starts, axis=0), starts, axis=1)
-    np.fill_diagonal(gsim, np.inf)
-    labels = AgglomerativeClustering(
-        n_clusters=None, metric="precomputed", linkage=linkage,
-        distance_threshold=float(_distance(np.array([thr]), matcher.method)[0]),
-    ).fit_predict(_distance(gsim, matcher.method))
+    a, b = np.nonzero(np.triu(np.isfinite(gsim), 1))  # every comparable pair of bursts is an edge
+    method = matcher.method
+    labels = _sparse_linkage(
+        len(unmatched), a, b, _distance(gsim[a, b], method), float(_distance(np.array([thr]), method)[0]), linkage,
+        float(_distance(np.array([-np.inf]), method)[0]), flanks=_burst_flanks(unmatched, members, det_sides))
     return {g: int(lab) for g, lab in zip(unmatched, labels)}
 
 
@@ -112,10 +113,11 @@ def _cluster_new(
     embeddings, as kept by the scoring stage): its ``candidates`` best by LNBNN vote and its ``candidates``
     best by embedding cosine are verified (no detection is verified against all the others), and it keeps
     its ``2 * candidates`` best-scoring partners as edges. Bursts are linked by their best detection pair, and
-    clustered with ``linkage`` cut at the threshold ``thr`` (:func:`_sparse_linkage`): a pair that is not an
-    edge counts as the largest distance (not comparable), so single linkage gives the connected components of
-    the edges closer than the threshold and average linkage averages over all pairs of two clusters with the
-    missing ones at that largest distance. Time and memory grow with the number of detections times
+    clustered with ``linkage`` cut at the threshold ``thr`` (:func:`_sparse_linkage`): a comparable pair that
+    is not an edge counts as the largest distance, so single linkage gives the connected components of the
+    edges closer than the threshold and average linkage averages over the comparable pairs of two clusters
+    with the missing ones at that largest distance (a left-only and a right-only burst are not comparable and
+    do not count). Time and memory grow with the number of detections times
     ``candidates``; on a season where every pair is an edge this is the exhaustive clustering
     (:func:`_cluster_exhaustive`)."""
     import numpy as np
@@ -153,23 +155,45 @@ def _cluster_new(
     method = matcher.method
     labels = _sparse_linkage(
         len(unmatched), lo, hi, _distance(v, method), float(_distance(np.array([thr]), method)[0]), linkage,
-        float(_distance(np.array([-np.inf]), method)[0]))
+        float(_distance(np.array([-np.inf]), method)[0]), flanks=_burst_flanks(unmatched, members, det_sides))
     return {g: int(lab) for g, lab in zip(unmatched, labels)}
+
+
+def _burst_flanks(unmatched: list[int], members: list[list[int]], det_sides: Sequence[str]) -> list[int]:
+    """Per burst, which flank its detections show: 1 left only, 2 right only, 0 both or unknown (comparable
+    with any burst). A left-only and a right-only burst can never be compared (:meth:`Matcher.scores` masks
+    opposite flanks)."""
+    out = []
+    for g in unmatched:
+        sides = {str(det_sides[i]) for i in members[g]}
+        out.append(1 if sides == {"left"} else 2 if sides == {"right"} else 0)
+    return out
 
 
 def _sparse_linkage(
     n: int, a: np.ndarray, b: np.ndarray, d: np.ndarray, threshold: float, linkage: str, far: float,
+    *, flanks: Sequence[int] | None = None,
 ) -> list[int]:
     """Agglomerative clustering of ``n`` nodes from the sparse distances ``d`` of the pairs ``(a, b)``; every
-    other pair is at distance ``far``. Clusters merge, closest first, while their linkage distance is below
-    ``threshold`` (scikit-learn's ``distance_threshold``): ``single`` (closest pair), ``average`` (mean over all
-    pairs of the two clusters, the missing ones at ``far``) or ``complete`` (farthest pair; ``far`` unless every
-    pair is an edge). Labels are numbered in order of each cluster's smallest node."""
+    other comparable pair is at distance ``far``. Clusters merge, closest first, while their linkage distance
+    is below ``threshold`` (scikit-learn's ``distance_threshold``): ``single`` (closest pair), ``average`` (mean
+    over the comparable pairs of the two clusters, the missing ones at ``far``) or ``complete`` (farthest
+    comparable pair; ``far`` unless every one is an edge). Labels are numbered in order of each cluster's
+    smallest node.
+
+    Without ``flanks`` every pair is comparable (scikit-learn's linkage on a dense matrix whose missing pairs are
+    ``far``). With ``flanks`` (per node 1 left only, 2 right only, 0 either: :func:`_burst_flanks`), a left-only
+    and a right-only node are not comparable and are left out of the average: they carry no evidence either
+    way. Counting them as ``far`` would keep an animal's one-flank sightings apart from the cluster that holds
+    both of its flanks (seen from a paired station) however well the same flanks match."""
     import heapq
 
     if linkage not in ("single", "average", "complete"):
         raise ValueError(f"linkage must be 'single', 'average' or 'complete', not {linkage!r}")
     size = [1] * n
+    side = [[0, 0, 0] for _ in range(n)]  # per cluster: nodes of either flank, left only, right only
+    for i, f in enumerate(flanks if flanks is not None else [0] * n):
+        side[i][int(f)] = 1
     # per cluster: neighbour -> [sum of edge distances, edge count, min, max]
     nbr: list[dict[int, list[float]]] = [{} for _ in range(n)]
     for x, y, dist in zip(a.tolist(), b.tolist(), d.tolist()):
@@ -181,7 +205,7 @@ def _sparse_linkage(
 
     def link(x: int, y: int) -> float:
         total, count, dmin, dmax = nbr[x][y]
-        pairs = size[x] * size[y]
+        pairs = max(count, size[x] * size[y] - side[x][1] * side[y][2] - side[x][2] * side[y][1])
         if linkage == "single":
             return dmin
         if linkage == "complete":
@@ -211,6 +235,7 @@ def _sparse_linkage(
             nbr[z][x] = merged
         nbr[y] = {}
         size[x] += size[y]
+        side[x] = [p + q for p, q in zip(side[x], side[y])]
         alive[y] = False
         ver[x] += 1
         for z in nbr[x]:
