@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_real import SHARED  # noqa: E402
+from bench_real import SHARED, dev_sets  # noqa: E402
 
 import leopard_reid as lr  # noqa: E402
 from leopard_reid.local import LocalMatcher  # noqa: E402
-from leopard_reid.synthetic import generate  # noqa: E402
 
 
 def main() -> None:
@@ -32,14 +31,8 @@ def main() -> None:
     ap.add_argument("--wild-seeds", type=int, nargs="*", default=[0, 1])
     ap.add_argument("--max-tilt", type=float, default=1.0, help="the queries' (or the other side's) max_tilt")
     args = ap.parse_args()
-    sets = [(name, folder / "metadata.csv") for name, folder in
-            (("leopardtrails", args.leopardtrails), ("pilanesberg", args.pilanesberg))
-            if folder is not None and (folder / "metadata.csv").exists()]
     tmp = tempfile.TemporaryDirectory()
-    for seed in args.wild_seeds:
-        out = Path(tmp.name) / f"wild{seed}"
-        generate(out, n_individuals=30, seed=seed, wild=True)
-        sets.append((f"wild-{seed}", out / "metadata.csv"))
+    sets = dev_sets(args.leopardtrails, args.pilanesberg, args.wild_seeds, Path(tmp.name))
     embedder = lr.Embedder(progress=False)
     t = f"tilt-{args.max_tilt:g}"
     print(f"{'set':<14}{'queries':>8}  top-1 (gallery/queries): default/default  default/{t}  {t}/default  {t}/{t}")

@@ -70,6 +70,22 @@ def run_set(name: str, csv: Path, *, embedder: lr.Embedder, local: bool | dict =
     return rows
 
 
+def dev_sets(
+    leopardtrails: Path | None, pilanesberg: Path | None, wild_seeds: list[int], tmp: Path, *,
+    wild_individuals: int = 30,
+) -> list[tuple[str, Path]]:
+    """(name, metadata.csv) of the development sets: the real folders that hold a metadata.csv, and a synthetic
+    wild-mode set generated under ``tmp`` per seed."""
+    sets = [(name, folder / "metadata.csv") for name, folder in
+            (("leopardtrails", leopardtrails), ("pilanesberg", pilanesberg))
+            if folder is not None and (folder / "metadata.csv").exists()]
+    for seed in wild_seeds if "wild" in inspect.signature(generate).parameters else []:
+        out = tmp / f"wild{seed}"
+        generate(out, n_individuals=wild_individuals, seed=seed, wild=True)
+        sets.append((f"wild-{seed}", out / "metadata.csv"))
+    return sets
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--leopardtrails", type=Path, default=SHARED)
@@ -82,17 +98,9 @@ def main() -> None:
     args = ap.parse_args()
 
     embedder = lr.Embedder()
-    sets: list[tuple[str, Path]] = []
-    if (args.leopardtrails / "metadata.csv").exists():
-        sets.append(("leopardtrails", args.leopardtrails / "metadata.csv"))
-    if args.pilanesberg is not None and (args.pilanesberg / "metadata.csv").exists():
-        sets.append(("pilanesberg", args.pilanesberg / "metadata.csv"))
     tmp = tempfile.TemporaryDirectory()
-    wild_ok = "wild" in inspect.signature(generate).parameters
-    for seed in args.wild_seeds if wild_ok else []:
-        out = Path(tmp.name) / f"wild{seed}"
-        generate(out, n_individuals=args.wild_individuals, seed=seed, wild=True)
-        sets.append((f"wild-{seed}", out / "metadata.csv"))
+    sets = dev_sets(args.leopardtrails, args.pilanesberg, args.wild_seeds, Path(tmp.name),
+                    wild_individuals=args.wild_individuals)
     local = {"foreground": {"true": True, "false": False}.get(args.foreground, args.foreground)}
     rows = []
     for name, csv in sets:
