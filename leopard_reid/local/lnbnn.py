@@ -304,13 +304,22 @@ class LocalMatcher:
         thread each), so a single query's shortlist uses every core too. Each pair is computed exactly as
         alone: the result does not depend on the thread count."""
         out = votes / (votes.max(axis=1, keepdims=True) + 1e-9) if votes.size else votes.astype(np.float64)
+        if self.verification:
+            self._verify_many(out, queries, votes, exclude, candidates)
         for i, ex in enumerate(exclude):
             if ex is not None and 0 <= ex < out.shape[1]:
-                out[i, ex] = -1.0
-        if not self.verification:
-            return out
+                out[i, ex] = -1.0  # excluded: no vote, verification or support
+        return out
+
+    def _verify_many(
+        self, out: np.ndarray, queries: Sequence[LocalFeatures], votes: np.ndarray, exclude: Sequence[int | None],
+        candidates: Sequence[Sequence[int] | None],
+    ) -> None:
+        """Add each shortlisted pair's verification (1 + score where it has inliers) and the identity support
+        to the vote scores ``out``, in place."""
         pairs = [(i, int(j)) for i, q in enumerate(queries) if len(q)
                  for j in self._shortlist(votes[i], exclude[i], candidates[i])]
+
         def check(pair: tuple[int, int]) -> tuple[int, float]:
             i, j = pair
             qi, ci, w = ratio_matches(queries[i].descriptors, self.features_[j].descriptors, self.ratio, False)
@@ -330,11 +339,8 @@ class LocalMatcher:
             if n_inliers:
                 out[i, j] += 1.0 + score
                 verified[i, j] = score
-        for i, ex in enumerate(exclude):
+        for i in range(len(out)):
             out[i] = self._supported(out[i], verified[i])
-            if ex is not None and 0 <= ex < out.shape[1]:
-                out[i, ex] = -1.0  # excluded: no support either
-        return out
 
     def _supported(self, s: np.ndarray, verified: np.ndarray) -> np.ndarray:
         """Add ``support`` x the best verification score among each exemplar's *other* same-identity exemplars."""
