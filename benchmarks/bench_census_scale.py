@@ -145,6 +145,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=None, help="folder to generate the seasons into / reuse (default: temporary)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the plain per-detection loop")
+    ap.add_argument("--keep", default=None,
+                    help="folder to keep the census outputs in (census-SIZE-TILT, with their resumable state)")
     ap.add_argument("--max-tilt", type=float, nargs="+", default=[None],
                     help="the census's keypoint max_tilt, one row each (default: the library's; 1: plain SIFT)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -168,7 +170,7 @@ def main() -> None:
         t_prep = time.perf_counter() - t0
         b = run_child("baseline", files, "") if not args.no_baseline else None
         for tilt in args.max_tilt:
-            c = run_child("census", files, str(Path(tmp.name) / f"census-{size}-{tilt}"), tilt)
+            c = run_child("census", files, str(Path(args.keep or tmp.name) / f"census-{size}-{tilt}"), tilt)
             row = (f"{size:>6} {'lib' if tilt is None else f'{tilt:g}':>4} {c['detections']:>6} "
                    f"{c['true_individuals']:>5} {c['new_individuals']:>5} {c['bcubed_p']:>6.3f} {c['bcubed_r']:>6.3f} "
                    f"{c['bcubed_f1']:>6.3f} {c['known_correct']:>8.3f} {c['s_per_det']:>7.3f} {c['peak_rss_mb']:>7.0f} "
