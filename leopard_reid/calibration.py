@@ -83,7 +83,7 @@ class Calibration:
         with about n q, while a true match's score does not depend on n: the likelihood ratio behind P(same)
         falls as 1/n. Measured on ``bench_census_scale.py``'s seasons with the default calibration: calls in
         the uncertain band were right 51 % of the time against 62 identities, 29 % against 247."""
-        if self.n_identities is None or n <= self.n_identities:
+        if not self.n_identities or n <= self.n_identities:
             return self
         return replace(self, intercept=self.intercept - float(np.log(n / self.n_identities)), n_identities=int(n))
 
@@ -280,7 +280,7 @@ def _calibrate_fused(ev: _Evidence, *, max_false_match: float | None, shortlist:
                   "same flank are needed per individual).")
         return _finish(ev, default, default_known, default_new, method="fused", source="default",
                        reason=reason, max_false_match=max_false_match, n_pairs=len(y), keep_threshold=True)
-    held = {name: _held_out(ev, x, y, owner, cols, max_false_match) for name, cols in
+    held = {name: _held_out(ev, x, y, owner, cols, max_false_match, default) for name, cols in
             (("fused", [0, 1]), ("local", [1]), ("global", [0]))}
     single = "local" if held["local"][2] >= held["global"][2] else "global"
     name = "fused" if held["fused"][2] > held[single][2] else single
@@ -307,10 +307,12 @@ def _fit_model(x: np.ndarray, y: np.ndarray, cols: list[int]) -> Calibration:
 
 
 def _held_out(
-    ev: _Evidence, x: np.ndarray, y: np.ndarray, owner: np.ndarray, cols: list[int], max_false_match: float | None
+    ev: _Evidence, x: np.ndarray, y: np.ndarray, owner: np.ndarray, cols: list[int], max_false_match: float | None,
+    fallback: Calibration,
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Cross-fitted by fold: each fold's known and new top scores under a model fitted on the other folds, the
-    pooled AUROC, and the balanced error of thresholds also chosen on the other folds only."""
+    """Cross-fitted by fold: each fold's known and new top scores under a model fitted on the other folds
+    (``fallback`` where the other folds cannot be fitted), the pooled AUROC, and the balanced error of
+    thresholds also chosen on the other folds only."""
     from sklearn.metrics import roc_auc_score
 
     q_fold = ev.fold[ev.queries]
@@ -324,7 +326,7 @@ def _held_out(
             cal = _fit_model(x[rows], y[rows], cols) if y[rows].any() and not y[rows].all() else None
         except ValueError:
             cal = None
-        cal = cal or DEFAULT_CALIBRATION
+        cal = cal or fallback
         test_q, test_n = q_fold == f, ev.fold == f
         known[test_q] = ev.known_tops(cal, ev.queries[test_q])
         new[test_n] = ev.new_tops(cal, np.flatnonzero(test_n))
@@ -377,7 +379,8 @@ def _finish(
         coef=base.coef, intercept=base.intercept, threshold=choice.threshold,
         uncertain_band=(min(lo, choice.threshold), max(hi, choice.threshold)),
         false_new_rate=choice.false_new_rate, false_match_rate=choice.false_match_rate, auroc=auroc,
-        n_pairs=n_pairs, source=source, method=method, n_identities=base.n_identities or len(set(ev.labels)),
+        n_pairs=n_pairs, source=source, method=method,
+        n_identities=None if method != "fused" else (cal and cal.n_identities) or len(set(ev.labels)),
         reason=f"{reason} Measured on {len(known)} known and {len(new)} held-out new-animal scores of "
                f"{ev.n} gallery photos.".strip(),
     )

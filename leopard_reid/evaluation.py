@@ -134,7 +134,8 @@ def leave_one_out_scores(
     labels = np.asarray(labels, dtype=object)[valid]
     sub = _subset(features, valid)
     gallery = _gallery_of(sub, labels, backbone=backbone)
-    matcher = Matcher(method=method, calibration=calibration, side_aware=side_aware).fit(gallery)
+    # pairwise P, as the cross-fitted rows below are: a pair's score here does not depend on the table's size
+    matcher = Matcher(method=method, calibration=calibration, side_aware=side_aware, size_correction=False).fit(gallery)
     ps = matcher.scores(sub, exclude=list(range(len(valid))))
     allowed = np.isfinite(ps.cosine)
     same = (labels[:, None] == labels[None, :]) & allowed

@@ -140,7 +140,8 @@ def test_p_same_is_discounted_in_a_gallery_larger_than_the_calibrations(split, f
     feats = _gallery_features(full_gallery)  # every photo, described once by the fixture
     n = len(set(gallery.labels))
     assert fused_cal.n_identities == len(set(full_gallery.labels))  # calibrate records its gallery's size
-    small = replace(Calibration(coef=(2.0, 4.5), intercept=-9.0), n_identities=2)
+    small = Calibration(coef=(2.0, 4.5), intercept=-9.0, n_identities=2)
+    assert small.for_identities(n).for_identities(n) == small.for_identities(n)  # applied once, whatever the calls
     raw = Matcher(calibration=small, size_correction=False).fit(gallery).scores(feats).final
     got = Matcher(calibration=small).fit(gallery).scores(feats).final
     assert (np.isfinite(raw) == np.isfinite(got)).all()

@@ -1,6 +1,7 @@
 """Provisional new individuals: agglomerative clustering of the bursts no known individual matched
-(:func:`_cluster_new`) on the same score the gallery matching uses, turned into a distance on every method's
-scale (:func:`_distance`). Each unmatched detection is verified against a shortlist of the others only, and
+(:func:`_cluster_new`) on the gallery matching's pairwise score (P(same) without the correction for a
+gallery's size: here every pair is one comparison), turned into a distance on every method's scale
+(:func:`_distance`). Each unmatched detection is verified against a shortlist of the others only, and
 the clustering runs on that sparse graph (:func:`_sparse_linkage`); :func:`_cluster_exhaustive` is the dense
 n x n reference it is tested against; :func:`_name_new` is the pipeline's stage that names them ``NEW-xxxx`` and joins
 the two flanks of one animal photographed together at a paired station.
@@ -68,9 +69,10 @@ def _cluster_exhaustive(
     linkage: str,
     show: bool = False,
 ) -> dict[int, int]:
-    """The reference clustering (the census's before issue 17): every unmatched detection scored against every
-    other into a dense n x n matrix, then the bursts clustered with every comparable pair an edge (the
-    linkage equals scikit-learn's on a dense matrix: ``tests/test_census_scale.py``). Memory and time grow
+    """The reference clustering: every unmatched detection scored against every other into a dense n x n
+    matrix (the census's before issue 17), then the bursts clustered with every comparable pair an edge
+    (:func:`_sparse_linkage`: without flanks it equals scikit-learn's linkage on a dense matrix, with them a
+    naive agglomeration over comparable pairs, ``tests/test_census_scale.py``). Memory and time grow
     with the square of the season; kept to check :func:`_cluster_new` against."""
     import numpy as np
 
@@ -107,7 +109,7 @@ def _cluster_new(
     show: bool = False,
     candidates: int = 10,
 ) -> dict[int, int]:
-    """Agglomerative clustering of unmatched bursts on fused P(same), on a sparse graph; returns burst -> label.
+    """Agglomerative clustering of unmatched bursts on pairwise P(same), on a sparse graph; returns burst -> label.
 
     Each unmatched detection queries an index of the other unmatched detections (their keypoints and
     embeddings, as kept by the scoring stage): its ``candidates`` best by LNBNN vote and its ``candidates``

@@ -160,7 +160,7 @@ def run_census(
     flank links). Detections are read in chunks of ``chunk_size`` (images are never all in memory).
     Each detection gets ``identity`` (a known individual, or a provisional ``NEW-0001``...) and
     ``decision`` (``known``, ``new`` or ``uncertain``). Unmatched bursts are clustered into provisional new
-    individuals by agglomerative clustering of their P(same) with ``linkage`` (``average``: single linkage
+    individuals by agglomerative clustering of their pairwise P(same) with ``linkage`` (``average``: single linkage
     chains distinct animals together once a season has many detections), cut at the new-individual
     threshold. ``date_order`` (``dmy`` or ``mdy``) says how ``a/b/yyyy`` dates of the sightings table read;
     without it an ambiguous one is refused. ``client``: a ``distributed.Client``; chunks of detections are then
