@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--catalogue-only", action="store_true", help="skip the leave-one-out evaluation (step 1)")
     ap.add_argument("--index", default="auto", choices=["auto", "kdtree", "ivfpq"],
-                    help="the catalogue's LocalMatcher index (auto: kd-trees up to 10M descriptors, IVF-PQ above)")
+                    help="the catalogue's LocalMatcher index (auto: kd-trees up to 2M descriptors, IVF-PQ above)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -48,7 +48,8 @@ def _library_version() -> str:
 
 
 def _sha(arr: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+    """sha256 of the array's bytes, read in place (``tobytes`` would copy a catalogue's descriptors)."""
+    return hashlib.sha256(np.ascontiguousarray(arr).data).hexdigest()
 
 
 def _json_value(v: Any) -> Any:

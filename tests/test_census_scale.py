@@ -269,3 +269,36 @@ def test_a_damaged_chunk_file_is_scored_again_not_fatal(tmp_path) -> None:
     assert state.load(0, 2) is None
     state.path(0, 2).write_bytes(b"PK\x03\x04 truncated")
     assert state.load(0, 2) is None
+
+
+def test_new_individuals_are_clustered_on_pairwise_p_same():
+    """Clustering compares unmatched detections two at a time: P(same) there is the calibration's pairwise
+    P, never discounted for how many detections are unmatched (that correction is for a gallery's best of n)."""
+    from dataclasses import replace
+
+    from leopard_reid.calibration import DEFAULT_CALIBRATION
+    from leopard_reid.census.identities import _unmatched_gallery
+    from leopard_reid.local import extract_features
+
+    from .test_local import spot_pattern, warp
+
+    images = [warp(spot_pattern(10 + i // 2), angle=5.0 * (i % 2), seed=i) for i in range(6)]
+    local = {i: extract_features(im) for i, im in enumerate(images)}
+    rng = np.random.default_rng(0)
+    emb = {i: (v := rng.normal(size=16).astype(np.float32)) / np.linalg.norm(v) for i in range(6)}
+    cal = replace(DEFAULT_CALIBRATION, n_identities=2)  # 6 unmatched "identities" would be a larger gallery
+    gallery_matcher = type("Fitted", (), {"method": "fused", "calibration_": cal})()
+    bursts = [[0, 1], [2], [3], [4, 5]]
+    dets, owner, m, score_block = _unmatched_gallery(list(range(4)), bursts, emb, local, ["unknown"] * 6,
+                                                     gallery_matcher, shortlist=5)
+    assert dets == list(range(6)) and owner.tolist() == [0, 0, 1, 2, 3, 3]
+    got = score_block(list(range(6)))
+    e = np.stack([emb[i] for i in dets])
+    cos = (e @ e.T).astype(np.float64)
+    np.fill_diagonal(cos, -np.inf)  # each detection is excluded from its own comparisons
+    kp = np.maximum(m.local_.score_many([local[i] for i in dets], exclude=list(range(6))), 0.0)
+    pairwise, corrected = cal.fuse(cos, kp), cal.for_identities(6).fuse(cos, kp)
+    finite = np.isfinite(got)
+    assert finite.sum() == 30
+    np.testing.assert_allclose(got[finite], pairwise[finite], rtol=1e-6)
+    assert not np.allclose(got[finite], corrected[finite])

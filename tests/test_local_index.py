@@ -70,3 +70,19 @@ def test_exact_knn_matches_a_full_sort() -> None:
     full = ((q[:, None] - g[None]) ** 2).sum(-1)
     np.testing.assert_array_equal(idx, np.argsort(full, axis=1)[:, :4])
     np.testing.assert_allclose(d2, np.sort(full, axis=1)[:, :4], rtol=1e-4, atol=1e-4)
+
+
+def test_ivfpq_search_in_blocks_equals_one_search(gallery, monkeypatch) -> None:
+    """The IVF-PQ index is searched a bounded block of query rows at a time; the answer is faiss's for all
+    rows at once."""
+    import leopard_reid.local.index as index
+
+    feats, labels, queries = gallery
+    m = LocalMatcher(index="ivfpq").fit(feats, labels)
+    q = m._project(np.concatenate([f.descriptors for f in queries[:3]]).astype(np.float32))
+    d_all, i_all = m.index_.index.search(np.ascontiguousarray(q), 5)
+    monkeypatch.setattr(index, "SEARCH_BLOCK", 97)
+    assert len(q) > 3 * 97
+    i_blk, d_blk = m.index_.search(q, 5)
+    np.testing.assert_array_equal(i_blk, i_all)
+    np.testing.assert_allclose(d_blk, np.maximum(d_all, 0.0))

@@ -8,15 +8,14 @@ index of all gallery descriptors; a shortlist is then re-scored by pairwise geom
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .._parallel import thread_map
 from .features import DESCRIPTOR_DIM, LocalFeatures, as_float_descriptors
-from .index import ExactIndex, IVFPQIndex, KDTreeIndex, descriptor_blocks
+from .index import BLOCK, ExactIndex, IVFPQIndex, KDTreeIndex, descriptor_blocks
 from .verification import ratio_matches, verify_matches
 
 __all__ = ["LocalMatcher"]
@@ -49,10 +48,13 @@ class LocalMatcher:
             keypoints do not win by sheer number (measured: +7 to +18 points top-1 on leopardtrails).
         shortlist: how many exemplars (by LNBNN vote) get pairwise geometric verification.
         index: the nearest-neighbour index (:mod:`leopard_reid.local.index`): ``kdtree`` (FLANN kd-trees,
-            about 0.5 kB resident per descriptor), ``ivfpq`` (faiss IVF-PQ codes, about 40 bytes, for
-            catalogues, but several times slower to build), or ``auto``: kd-trees up to ``compress_above``
-            descriptors (10 million: about 5 GB), IVF-PQ from there (a catalogue of 10,000 exemplars holds
-            about 15 million; 4.1 GB peak instead of 13.7, ``benchmarks/bench_real_speed.py``).
+            about 0.5 kB resident per descriptor), ``ivfpq`` (faiss IVF-PQ codes, about 40 bytes), or
+            ``auto``: kd-trees up to ``compress_above`` descriptors (2 million, about 1 GB of trees: every
+            real gallery we have is under 1 million), IVF-PQ from there. On 8 M real descriptors IVF-PQ
+            built in about the kd-trees' time (48 vs 39 s), searched twice as fast and found more of the
+            exact neighbours (:class:`~leopard_reid.local.index.IVFPQIndex`); a 10,000-exemplar catalogue
+            (15 M descriptors) or the census's index of a 10k season's unmatched detections (8 M) then
+            needs a few hundred MB instead of 4-8 GB.
         checks / trees: FLANN kd-tree leaf checks and tree count (speed vs recall of the approximate
             index); ``checks <= 0`` or a gallery of at most ``exact_limit`` descriptors uses exact search.
         nprobe: IVF-PQ cells searched per descriptor.
@@ -95,7 +97,7 @@ class LocalMatcher:
         normalise: bool = True,
         exact_limit: int = 0,
         index: str = "auto",
-        compress_above: int = 10_000_000,
+        compress_above: int = 2_000_000,
         nprobe: int = 16,
         pca_dim: int | None = 64,
         n_jobs: int | None = None,
@@ -199,8 +201,12 @@ class LocalMatcher:
         """(idx, squared L2) of the n nearest gallery descriptors per row (``-1`` where not found), from the
         index :meth:`fit` chose (:attr:`index_kind_`)."""
         n_neighbours = min(n_neighbours, len(self.owner_))
-        idx, dist = self.index_.search(self._project(as_float_descriptors(desc)), n_neighbours)
-        return idx.astype(np.int64), dist.astype(np.float64)
+        idx = np.empty((len(desc), n_neighbours), np.int64)
+        dist = np.empty((len(desc), n_neighbours), np.float64)
+        for s in range(0, len(desc), BLOCK):  # converted and projected a block at a time: bounded memory
+            idx[s : s + BLOCK], dist[s : s + BLOCK] = self.index_.search(
+                self._project(as_float_descriptors(desc[s : s + BLOCK])), n_neighbours)
+        return idx, dist
 
     def _project(self, x: np.ndarray) -> np.ndarray:
         if self.pca_components_ is None:
@@ -327,13 +333,8 @@ class LocalMatcher:
                                scale_tol=self.scale_tol, angle_tol=self.angle_tol, min_inliers=self.min_inliers)
             return v.n_inliers, v.score
 
-        n_jobs = max(1, min(self.n_jobs or os.cpu_count() or 1, len(pairs)))
         with threadpool_limits(1):
-            if n_jobs == 1:
-                results = [check(p) for p in pairs]
-            else:
-                with ThreadPoolExecutor(n_jobs) as pool:
-                    results = list(pool.map(check, pairs))
+            results = thread_map(check, pairs, self.n_jobs)
         verified = np.zeros(out.shape)
         for (i, j), (n_inliers, score) in zip(pairs, results):
             if n_inliers:
