@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .scoring import ChunkScores
 
 STATE_DIR = ".census-state"
-_VERSION = 2  # bump when the chunk file layout or what a chunk's scores mean changes
+_VERSION = 3  # bump when the chunk file layout or what a chunk's scores mean changes
 
 
 def state_key(
