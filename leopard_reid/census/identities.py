@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._memory import release_free_memory
 from .grouping import _flank_partners, _link_flanks, _paired_bursts
 from .results import NEW_PREFIX
 
@@ -144,6 +145,7 @@ def _cluster_new(
         cols.append(top[ok])
         vals.append(v[ok])
         bar.update(len(idx))
+        release_free_memory()  # verification's temporaries, freed into per-thread arenas
     bar.close()
     # burst pairs (a < b) with the best score of their detections' edges, either direction
     a, b, v = owner[np.concatenate(rows)], owner[np.concatenate(cols)], np.concatenate(vals)

@@ -205,12 +205,15 @@ def run_census(
         keypoints=opts.keypoints)
     inp.errors.extend(skipped)
     meta = meta.assign(valid=sc.valid)
-    calls = _decide(meta, sc, opts.burst_seconds)
-    partners, new_names = _name_new(meta, sc, calls, pair_seconds=opts.pair_seconds, station=inp.station,
-                                    linkage=opts.linkage, show=show, candidates=opts.cluster_candidates)
-    ok, cand_list, start_day = _match_table(meta, sc, calls, partners, top_k=opts.top_k,
-                                            season_start=inp.season_start, occasion_days=opts.occasion_days)
-    files = _write(ok, meta, sc, calls, cand_list, start_day, inp, opts)
+    try:
+        calls = _decide(meta, sc, opts.burst_seconds)
+        partners, new_names = _name_new(meta, sc, calls, pair_seconds=opts.pair_seconds, station=inp.station,
+                                        linkage=opts.linkage, show=show, candidates=opts.cluster_candidates)
+        ok, cand_list, start_day = _match_table(meta, sc, calls, partners, top_k=opts.top_k,
+                                                season_start=inp.season_start, occasion_days=opts.occasion_days)
+        files = _write(ok, meta, sc, calls, cand_list, start_day, inp, opts)
+    finally:
+        sc.close()  # the scratch file of the unmatched detections' keypoints
     dec = ok["decision"].value_counts().to_dict()
     inp.counts.update({
         "detections": int(len(ok)), "known": int(dec.get("known", 0)), "new": int(dec.get("new", 0)),

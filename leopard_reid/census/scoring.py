@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._memory import release_free_memory
 from .results import CensusError
 
 if TYPE_CHECKING:
@@ -99,12 +100,24 @@ def _say(text: str) -> None:
 SAVE_EVERY = 16
 
 
+@dataclass(frozen=True)
+class MatcherSettings:
+    """What the census keeps of the gallery's fitted matcher once every detection is scored: its method,
+    calibration and shortlist (clustering new individuals fits a matcher of its own with them). The fitted
+    matcher itself would hold the gallery's index through clustering and the review page: about 1 GB of
+    kd-trees for the 1.94 M descriptors of a 10k season's gallery."""
+
+    method: str
+    calibration_: Any
+    shortlist: int
+
+
 @dataclass
 class _Scored:
     """The scoring stage's result: per detection and known identity, the best score and its exemplar, which
     detections could be read, and the features of the unmatched ones (for clustering new individuals)."""
 
-    matcher: Any
+    matcher: MatcherSettings
     thr: float
     lo: float  # the uncertain band [lo, hi) around thr (lo == hi == thr without a calibrated band)
     hi: float
@@ -113,9 +126,16 @@ class _Scored:
     per_ex: np.ndarray
     valid: np.ndarray
     kept_emb: dict[int, np.ndarray]  # every readable detection's embedding
-    kept_local: dict[int, Any]  # keypoints of the readable detections below the threshold
+    # keypoints of the readable detections below the threshold: on disk (``keypoint_file``) with saved chunks
+    kept_local: dict[int, Any]
     state: Any = None  # the saved chunks (.state.ChunkState), where the other detections' keypoints are
     spans: Any = None  # (first row, end row) of each saved chunk
+    keypoint_file: Any = None  # the unmatched detections' keypoints (..local.store.FeatureFile), scratch
+
+    def close(self) -> None:
+        """Delete the scratch file of the unmatched detections' keypoints (their handles can no longer be read)."""
+        if self.keypoint_file is not None:
+            self.keypoint_file.close()
 
     def local_features(self, rows: Any) -> Any:
         """Keypoints of detections ``rows[r]`` by ``r`` (the review page's rows), described once: from memory,
@@ -153,7 +173,8 @@ def _score_detections(
     thr, lo, hi = _thresholds(matcher, method, new_threshold)
     by_identity = _IdentityGroups(matcher.labels_)
     id_names = by_identity.names
-    sc = _Scored(matcher=matcher, thr=thr, lo=lo, hi=hi, id_names=id_names,
+    settings = MatcherSettings(method=matcher.method, calibration_=matcher.calibration_, shortlist=matcher.shortlist)
+    sc = _Scored(matcher=settings, thr=thr, lo=lo, hi=hi, id_names=id_names,
                  per_id=np.full((n, len(id_names)), -np.inf, np.float32),
                  per_ex=np.zeros((n, len(id_names)), np.int64), valid=np.zeros(n, bool), kept_emb={}, kept_local={})
     state = None
@@ -161,6 +182,7 @@ def _score_detections(
         from .state import ChunkState, state_key
 
         state = ChunkState.open(Path(out), state_key(meta, gallery, embedder, method, keypoints), resume=resume)
+        sc.keypoint_file = state.keypoint_file()
     bar = tqdm(total=n, desc="census", unit="det", disable=not show)
     sc.state = state
 
@@ -174,16 +196,18 @@ def _score_detections(
         below = below_threshold(res.best.max(axis=1), thr) if res.best.shape[1] else np.ones(len(res.valid), bool)
         for j, (emb, loc) in res.kept.items():
             sc.kept_emb[start + j] = emb
-            # keypoints stay in memory only where clustering may need them (a detection at or above the
-            # threshold is never in an unmatched burst); the others' are read back from the chunk file
+            # keypoints are kept only where clustering may need them (a detection at or above the threshold
+            # is never in an unmatched burst), and on disk with saved chunks: read as needed, a few at a time
+            # (a 10k season's are about 1.2 GB); the others' are read back from their chunk file
             if loc is not None and (state is None or below[j]):
-                sc.kept_local[start + j] = loc
+                sc.kept_local[start + j] = loc if sc.keypoint_file is None else sc.keypoint_file.append(loc)
 
     def finished(start: int, res: ChunkScores, *, counted: bool = False) -> None:
         """Save a scored chunk (resumable) and keep it; ``counted``: the bar already moved for it."""
         if state is not None:
             state.save(start, start + len(res.valid), res)
         keep(start, res)
+        release_free_memory()  # describing and verifying free megabytes per crop into per-thread arenas
         if not counted:
             bar.update(len(res.valid))
 

@@ -4,7 +4,10 @@ Each scored chunk of detections is written as it finishes into ``out/.census-sta
 (atomically: a temporary file renamed into place; arrays and JSON text only, never pickle), holding what
 :class:`~.scoring.ChunkScores` holds: per detection the best score per known identity and its exemplar, whether
 it was readable, the skipped crops' reasons, and the embedding and keypoints of every readable detection (the
-rest of the census, and the review page, reuse them rather than describing a crop twice).
+rest of the census, and the review page, reuse them rather than describing a crop twice). While a run goes
+on, the keypoints of the detections no known individual matched are also in one scratch file there
+(``unmatched-keypoints.bin``), which clustering new individuals reads a few detections at a time; the run
+deletes it when it ends.
 
 ``key`` is a hash of everything a chunk's scores depend on: the detections (path, resolved file, size and
 modification time, box, side, in order), the gallery (:meth:`~leopard_reid.Gallery.checksum`: what it holds
@@ -33,9 +36,11 @@ if TYPE_CHECKING:
 
     from ..embed import Embedder
     from ..gallery import Gallery
+    from ..local.store import FeatureFile
     from .scoring import ChunkScores
 
 STATE_DIR = ".census-state"
+KEYPOINT_FILE = "unmatched-keypoints.bin"  # scratch: written by each run, deleted when it ends
 _VERSION = 3  # bump when the chunk file layout or what a chunk's scores mean changes
 
 
@@ -85,6 +90,12 @@ class ChunkState:
             shutil.rmtree(state.dir)
         state.dir.mkdir(parents=True, exist_ok=True)
         return state
+
+    def keypoint_file(self) -> FeatureFile:
+        """A new scratch file in this run's folder for the keypoints the clustering reads (:mod:`..local.store`)."""
+        from ..local.store import FeatureFile
+
+        return FeatureFile.create(self.dir / KEYPOINT_FILE)
 
     def path(self, start: int, stop: int) -> Path:
         return self.dir / f"chunk-{start:07d}-{stop:07d}.npz"

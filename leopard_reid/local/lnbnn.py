@@ -8,7 +8,7 @@ index of all gallery descriptors; a shortlist is then re-scored by pairwise geom
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -23,16 +23,16 @@ __all__ = ["LocalMatcher"]
 INDEXES = ("auto", "kdtree", "ivfpq")
 
 
-def _mean_cov(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance (float64, like ``np.cov``) of quantised descriptors, converted block by block so
-    a gallery of millions of descriptors never exists as one float array (nor as one uint8 array)."""
-    n = sum(len(a) for a in arrays)
+def _mean_cov(arrays: Callable[[], Iterable[np.ndarray]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (float64, like ``np.cov``) of ``n`` quantised descriptors, converted block by block
+    so a gallery of millions of descriptors never exists as one float array (nor as one uint8 array).
+    ``arrays()`` walks the exemplars' descriptor arrays (twice)."""
     total = np.zeros(DESCRIPTOR_DIM)
-    for b in descriptor_blocks(arrays):
+    for b in descriptor_blocks(arrays()):
         total += as_float_descriptors(b).sum(0, dtype=np.float64)
     mean = total / n
     cov = np.zeros((DESCRIPTOR_DIM, DESCRIPTOR_DIM))
-    for b in descriptor_blocks(arrays):
+    for b in descriptor_blocks(arrays()):
         x = as_float_descriptors(b).astype(np.float64) - mean
         cov += x.T @ x
     return mean, cov / (n - 1)
@@ -141,23 +141,27 @@ class LocalMatcher:
         counts = np.array([len(f) for f in features], np.int64)
         self.offsets_ = np.zeros(len(features) + 1, np.int64)
         np.cumsum(counts, out=self.offsets_[1:])
-        self.owner_ = np.repeat(np.arange(len(features), dtype=np.int64), counts)
+        self.owner_ = np.repeat(np.arange(len(features), dtype=np.int32), counts)
         n = len(self.owner_)
-        # descriptors stay uint8 in the exemplars (a quarter of float32) and are read block by block: the
-        # index holds only what it searches
-        arrays = [f.descriptors for f in features]
+
+        def arrays() -> Iterator[np.ndarray]:
+            # descriptors stay uint8 in the exemplars (a quarter of float32), or on disk
+            # (:class:`~leopard_reid.local.store.DiskFeatures`), and are read block by block: the index holds
+            # only what it searches
+            return (f.descriptors for f in features)
+
         self.pca_mean_, self.pca_components_ = None, None
         if self.pca_dim and 0 < self.pca_dim < DESCRIPTOR_DIM and n > DESCRIPTOR_DIM:
             # kd-trees degrade with dimension: search in a PCA subspace (eigh of the covariance; exact
             # and deterministic), which is several times faster at equal recall
-            mean, cov = _mean_cov(arrays)
+            mean, cov = _mean_cov(arrays, n)
             _, vecs = np.linalg.eigh(cov)
             self.pca_mean_ = mean.astype(np.float32)
             self.pca_components_ = np.ascontiguousarray(vecs[:, ::-1][:, : self.pca_dim], np.float32)
         dim = DESCRIPTOR_DIM if self.pca_components_ is None else self.pca_dim
 
         def blocks() -> Iterator[np.ndarray]:
-            return (self._project(as_float_descriptors(b)) for b in descriptor_blocks(arrays))
+            return (self._project(as_float_descriptors(b)) for b in descriptor_blocks(arrays()))
 
         self.index_kind_ = self._index_kind(n)
         if self.index_kind_ == "exact":
