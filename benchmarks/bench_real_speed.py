@@ -17,7 +17,11 @@
    size would.
 
 With ``--catalogue-only`` step 1's evaluation is skipped; the process's peak resident memory (``ru_maxrss``)
-after the catalogue is built and queried is printed, so run one size per process.
+after the catalogue is built and queried is printed, so run one size per process. As a user meets a
+catalogue, from its gallery file (its keypoints in memory, or left in the file)::
+
+    .venv/bin/python benchmarks/bench_real_speed.py --catalogue-only --exemplars 10000 --save-catalogue /tmp/cat
+    .venv/bin/python benchmarks/bench_real_speed.py --load-catalogue /tmp/cat --keypoints disk
 
 The budget (issue #16): leave-one-out over ~300 wild photos <= 300 s on 2 cores including extraction;
 <= 0.5 s per query against 1,000 exemplars. Issue #17: <= 0.5 s per query and <= 4 GB resident at 10,000.
@@ -61,17 +65,8 @@ def leave_one_out(meta, root: Path, embedder: lr.Embedder, feats, t_describe: fl
           f"(budget 300 s); plain RootSIFT LNBNN baseline {t_base:.1f} s, ratio {total / t_base:.1f}x")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--individuals", type=int, default=60)
-    ap.add_argument("--exemplars", type=int, default=1000)
-    ap.add_argument("--queries", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=2)
-    ap.add_argument("--catalogue-only", action="store_true", help="skip the leave-one-out evaluation (step 1)")
-    ap.add_argument("--index", default="auto", choices=["auto", "kdtree", "ivfpq"],
-                    help="the catalogue's LocalMatcher index (auto: kd-trees up to 2M descriptors, IVF-PQ above)")
-    args = ap.parse_args()
-
+def build(args: argparse.Namespace) -> tuple[list, list[str], list, list[str]]:
+    """Step 1 (unless ``--catalogue-only``), then the catalogue and its queries for step 2."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         meta = generate(root, n_individuals=args.individuals, seed=args.seed, wild=True)
@@ -82,34 +77,77 @@ def main() -> None:
         if not args.catalogue_only:
             leave_one_out(meta, root, embedder, feats, t_describe)
 
-        # queries: one photo each of the first --queries animals; the catalogue: every other photo, then
-        # perturbed copies of the *other* animals' photos (a query's own animal is not copied: a real
-        # catalogue holds few photos of any one animal) until it holds --exemplars
-        rng = np.random.default_rng(0)
-        ids = meta["identity"].astype(str).to_numpy()
-        first = {i: k for k, i in reversed(list(enumerate(ids)))}
-        q_rows = [first[i] for i in list(dict.fromkeys(ids))[: args.queries]]
-        g_rows = [k for k in range(len(ids)) if k not in set(q_rows)]
-        fill = [k for k in g_rows if ids[k] not in {ids[r] for r in q_rows}]
-        gallery = [feats.local[k] for k in g_rows]
-        labels = [ids[k] for k in g_rows]
-        while len(gallery) < args.exemplars:
-            k = fill[len(gallery) % len(fill)]
-            gallery.append(_perturbed(feats.local[k], rng))
-            labels.append(f"copy{len(gallery)}")
-        t0 = time.perf_counter()
-        matcher = LocalMatcher(index=args.index).fit(gallery, labels)
-        t_fit = time.perf_counter() - t0
-        queries = [feats.local[r] for r in q_rows]
-        t0 = time.perf_counter()
-        best = [labels[int(np.argmax(matcher.score(q)))] for q in queries]
-        per_query = (time.perf_counter() - t0) / len(queries)
-        right = sum(b == ids[r] for b, r in zip(best, q_rows))
-        n_desc = sum(len(f) for f in gallery)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-        print(f"catalogue of {args.exemplars} exemplars ({n_desc:,} descriptors, {matcher.index_kind_} index): "
-              f"built in {t_fit:.1f} s, {per_query:.3f} s per query over {len(queries)} queries (budget 0.5 s), "
-              f"{right}/{len(queries)} queries' best exemplar of their own animal; peak RSS {rss:.2f} GB")
+    # queries: one photo each of the first --queries animals; the catalogue: every other photo, then
+    # perturbed copies of the *other* animals' photos (a query's own animal is not copied: a real
+    # catalogue holds few photos of any one animal) until it holds --exemplars
+    rng = np.random.default_rng(0)
+    ids = meta["identity"].astype(str).to_numpy()
+    first = {i: k for k, i in reversed(list(enumerate(ids)))}
+    q_rows = [first[i] for i in list(dict.fromkeys(ids))[: args.queries]]
+    g_rows = [k for k in range(len(ids)) if k not in set(q_rows)]
+    fill = [k for k in g_rows if ids[k] not in {ids[r] for r in q_rows}]
+    gallery = [feats.local[k] for k in g_rows]
+    labels = [ids[k] for k in g_rows]
+    while len(gallery) < args.exemplars:
+        k = fill[len(gallery) % len(fill)]
+        gallery.append(_perturbed(feats.local[k], rng))
+        labels.append(f"copy{len(gallery)}")
+    return gallery, labels, [feats.local[r] for r in q_rows], [ids[r] for r in q_rows]
+
+
+def measure(gallery: list, labels: list[str], queries: list, truth: list[str], index: str) -> None:
+    """Step 2: fit the catalogue's matcher, score each query against it; time, accuracy and peak memory."""
+    t0 = time.perf_counter()
+    matcher = LocalMatcher(index=index).fit(gallery, labels)
+    t_fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    best = [labels[int(np.argmax(matcher.score(q)))] for q in queries]
+    per_query = (time.perf_counter() - t0) / len(queries)
+    right = sum(b == t for b, t in zip(best, truth))
+    n_desc = sum(len(f) for f in gallery)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(f"catalogue of {len(gallery)} exemplars ({n_desc:,} descriptors, {matcher.index_kind_} index): "
+          f"built in {t_fit:.1f} s, {per_query:.3f} s per query over {len(queries)} queries (budget 0.5 s), "
+          f"{right}/{len(queries)} queries' best exemplar of their own animal; peak RSS {rss:.2f} GB")
+
+
+def _as_gallery(features: list, labels: list[str]) -> lr.Gallery:
+    return lr.Gallery.from_embeddings(np.ones((len(features), 1)), labels, local=features)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--individuals", type=int, default=60)
+    ap.add_argument("--exemplars", type=int, default=1000)
+    ap.add_argument("--queries", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=2)
+    ap.add_argument("--catalogue-only", action="store_true", help="skip the leave-one-out evaluation (step 1)")
+    ap.add_argument("--index", default="auto", choices=["auto", "kdtree", "ivfpq"],
+                    help="the catalogue's LocalMatcher index (auto: kd-trees up to 2M descriptors, IVF-PQ above)")
+    ap.add_argument("--save-catalogue", metavar="DIR", type=Path,
+                    help="write the catalogue and its queries as gallery files into DIR, and stop")
+    ap.add_argument("--load-catalogue", metavar="DIR", type=Path,
+                    help="step 2 only, on the gallery files --save-catalogue wrote (a fresh process: peak memory "
+                         "is then the catalogue's as a user loads it)")
+    ap.add_argument("--keypoints", default="memory", choices=["memory", "disk"],
+                    help="with --load-catalogue: Gallery.load(keypoints=...), the exemplars' keypoints in memory "
+                         "or read from the file as matching needs them")
+    args = ap.parse_args()
+
+    if args.load_catalogue:
+        g = lr.Gallery.load(args.load_catalogue / "catalogue.lrg", keypoints=args.keypoints)
+        q = lr.Gallery.load(args.load_catalogue / "queries.lrg")
+        print(f"catalogue loaded with keypoints={args.keypoints!r}")
+        measure(g.local, list(g.labels), q.local, list(q.labels), args.index)
+        return
+    gallery, labels, queries, truth = build(args)
+    if args.save_catalogue:
+        args.save_catalogue.mkdir(parents=True, exist_ok=True)
+        _as_gallery(gallery, labels).save(args.save_catalogue / "catalogue.lrg", overwrite=True)
+        _as_gallery(queries, truth).save(args.save_catalogue / "queries.lrg", overwrite=True)
+        print(f"wrote {args.save_catalogue}/catalogue.lrg ({len(gallery)} exemplars) and queries.lrg")
+        return
+    measure(gallery, labels, queries, truth, args.index)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import os
-import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ._safetensors import InFile, arrays_in_place, parse_header, read_checksum, read_head
 from .files import atomic_copy, atomic_write
 from .io import parse_bbox, parse_side
 from .ranking import IdentityGroups, search_scores, top_identities
@@ -440,7 +440,7 @@ class Gallery:
             with FileLock(str(path) + ".lock", timeout=lock_timeout):
                 _remove_stale_temporaries(path)  # left by a writer killed mid-save (we hold the lock now)
                 if path.exists() and not overwrite:
-                    current = _read_checksum(path)
+                    current = read_checksum(path)
                     if self._source != (str(path.resolve()), current):
                         raise GalleryError(
                             f"{path}: exists and is not the version this gallery was loaded from (changed by "
@@ -459,22 +459,29 @@ class Gallery:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Gallery:
+    def load(cls, path: str | os.PathLike, *, keypoints: str = "memory") -> Gallery:
         """Load and verify a gallery file; a damaged or unknown-format file is refused with the reason.
 
         Nothing in the file is executed (safetensors arrays + a JSON manifest). Every array's dtype, shape
         and SHA-256 and the manifest's SHA-256 are checked, and the header must be exactly as written
         (compact JSON padded with spaces), so any changed byte is detected.
+
+        ``keypoints="disk"`` leaves the exemplars' keypoints in the file, verified as they stream past, and
+        reads each exemplar's when matching needs it (:mod:`leopard_reid.local.store`): a catalogue of
+        10,000 exemplars holds about 2 GB of them. The file must then stay in place while the gallery is
+        used; :meth:`checksum` and :meth:`save` read every exemplar's keypoints back.
         """
         from safetensors.numpy import load as st_load
 
         path = Path(path)
+        if keypoints not in ("memory", "disk"):
+            raise ValueError(f"keypoints must be 'memory' or 'disk', not {keypoints!r}")
         if not path.exists():
             raise GalleryError(f"{path}: gallery file not found")
         if path.is_dir():
             raise GalleryError(f"{path}: is a folder, not a gallery file")
         try:
-            raw = path.read_bytes()
+            raw = path.read_bytes() if keypoints == "memory" else read_head(path)
         except OSError as err:
             raise GalleryError(f"{path}: cannot read the gallery file ({err.strerror or err})") from None
         backup = path.with_name(path.name + ".bak")
@@ -484,7 +491,7 @@ class Gallery:
             return GalleryError(f"{path}: damaged or not a leopard_reid gallery: {reason}{hint}")
 
         try:
-            header = _parse_header(raw)
+            header = parse_header(raw)
             meta = header.get("__metadata__")
             if not isinstance(meta, dict):
                 raise KeyError("__metadata__")
@@ -510,7 +517,7 @@ class Gallery:
                    else "this file was not written by a known leopard_reid")
             )
         try:
-            arrays = st_load(raw)
+            arrays = st_load(raw) if keypoints == "memory" else arrays_in_place(path, header, _IN_PLACE)
         except Exception as err:  # safetensors raises its own error type for malformed data
             raise damaged(f"unreadable arrays ({err})") from None
         try:
@@ -524,7 +531,7 @@ class Gallery:
                         f"array {name!r} is {arr.dtype}{list(arr.shape)}, the manifest says "
                         f"{want['dtype']}{list(want['shape'])}"
                     )
-                if _sha(arr) != want["sha256"]:
+                if (arr.sha256 if isinstance(arr, InFile) else _sha(arr)) != want["sha256"]:
                     raise damaged(f"checksum mismatch in array {name!r}")
         except GalleryError:
             raise
@@ -564,9 +571,7 @@ class Gallery:
         g._meta = meta_df
         local = {k[len("local."):]: v for k, v in arrays.items() if k.startswith("local.")}
         if local:
-            from .local import unpack_features
-
-            g._local = unpack_features(local)
+            g._local = _local_features(local)
             if len(g._local) != n:
                 raise ValueError(f"{len(g._local)} keypoint sets for {n} exemplars")
         g.calibration = manifest.get("calibration")  # routed by its method (older files stored any method here)
@@ -601,28 +606,21 @@ def _remove_stale_temporaries(path: Path) -> None:
                 tmp.unlink()
 
 
-def _parse_header(raw: bytes) -> dict[str, Any]:
-    """The safetensors JSON header, parsed strictly as its specification says: a JSON object from the first
-    byte, then only space (0x20) padding; so a changed padding byte is not absorbed as harmless whitespace."""
-    if len(raw) < 8:
-        raise ValueError("file too short")
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n > len(raw) - 8:
-        raise ValueError("header length beyond end of file")
-    text = raw[8 : 8 + n].decode("utf-8")
-    header, end = json.JSONDecoder().raw_decode(text)
-    if text[end:].strip(" "):
-        raise ValueError("unexpected bytes after the header")
-    if not isinstance(header, dict):
-        raise ValueError("header is not a JSON object")
-    return header
+_IN_PLACE = ("local.keypoints", "local.descriptors")  # what ``Gallery.load(keypoints="disk")`` leaves in the file
 
 
-def _read_checksum(path: Path) -> str | None:
-    try:
-        with open(path, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(min(n, 1 << 30)).decode("utf-8"))
-        return header["__metadata__"]["checksum"]
-    except (OSError, ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError):
-        return None
+def _local_features(local: dict[str, Any]) -> list[Any]:
+    """A gallery file's packed keypoints as exemplars' features: in memory, or read from the file in place."""
+    from .local import unpack_features
+
+    kp, desc = local["keypoints"], local["descriptors"]
+    if not isinstance(desc, InFile):
+        return unpack_features(local)
+    from .local.store import FeatureFile
+
+    offsets = np.asarray(local["offsets"], np.int64)
+    sizes = np.asarray(local["image_sizes"], np.int64).reshape(-1, 2)
+    if (len(offsets) != len(sizes) + 1 or offsets[-1] != kp.shape[0] or kp.shape != (desc.shape[0], 4)
+            or (np.diff(offsets) < 0).any() or offsets[0] != 0):
+        raise ValueError("inconsistent packed local features")
+    return FeatureFile.open(desc.path).features(kp.at, desc.at, offsets, sizes)

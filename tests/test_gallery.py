@@ -73,12 +73,13 @@ def temporaries(folder: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------- damaged files
-def test_every_flipped_byte_is_refused(tmp_path):
+@pytest.mark.parametrize("keypoints", ["memory", "disk"])
+def test_every_flipped_byte_is_refused(tmp_path, keypoints):
     path = tmp_path / "g.safetensors"
     tiny_gallery().save(path)
     raw = path.read_bytes()
     assert len(raw) < 6000  # small enough to try every position
-    Gallery.load(path)
+    Gallery.load(path, keypoints=keypoints)
     fd = os.open(path, os.O_RDWR)
     missed = []
     try:
@@ -86,7 +87,7 @@ def test_every_flipped_byte_is_refused(tmp_path):
             for mask in (0x01, 0x80, 0xFF, 0x20 ^ 0x09):  # low bit, high bit, all bits, space -> tab
                 os.pwrite(fd, bytes([raw[pos] ^ mask]), pos)
                 try:
-                    Gallery.load(path)
+                    Gallery.load(path, keypoints=keypoints)
                     missed.append((pos, mask))
                 except GalleryError as err:
                     assert str(path) in str(err)
@@ -94,20 +95,55 @@ def test_every_flipped_byte_is_refused(tmp_path):
     finally:
         os.close(fd)
     assert not missed, f"undetected changes at (position, xor mask): {missed[:10]}"
-    assert_same(Gallery.load(path), tiny_gallery())
+    assert_same(Gallery.load(path, keypoints=keypoints), tiny_gallery())
 
 
-def test_truncated_or_padded_file_is_refused(tmp_path):
+@pytest.mark.parametrize("keypoints", ["memory", "disk"])
+def test_truncated_or_padded_file_is_refused(tmp_path, keypoints):
     path = tmp_path / "g.safetensors"
     tiny_gallery().save(path)
     raw = path.read_bytes()
     for cut in sorted({0, 1, 7, 8, 9, 100, len(raw) // 2, len(raw) - 8, len(raw) - 1}):
         path.write_bytes(raw[:cut])
         with pytest.raises(GalleryError, match="damaged or not a leopard_reid gallery"):
-            Gallery.load(path)
+            Gallery.load(path, keypoints=keypoints)
     path.write_bytes(raw + b"\0")
     with pytest.raises(GalleryError):
-        Gallery.load(path)
+        Gallery.load(path, keypoints=keypoints)
+
+
+def test_keypoints_left_on_disk_match_as_in_memory(tmp_path):
+    """``Gallery.load(keypoints="disk")`` keeps no exemplar's keypoints in memory, reads them from the file
+    as matching needs them, and matches every query exactly as the gallery loaded into memory does; saved
+    again, it writes the same content."""
+    from leopard_reid import Matcher
+    from leopard_reid.local import extract_features
+    from leopard_reid.local.store import DiskFeatures
+
+    from .test_local import spot_pattern, warp
+
+    images = [spot_pattern(700 + i) for i in range(6)]
+    feats = [extract_features(im) for im in images]
+    rng = np.random.default_rng(0)
+    g = Gallery.from_embeddings(rng.normal(size=(6, 8)), [f"L{i}" for i in range(6)], local=feats)
+    g.save(tmp_path / "g.lrg")
+    mem, disk = Gallery.load(tmp_path / "g.lrg"), Gallery.load(tmp_path / "g.lrg", keypoints="disk")
+    assert all(isinstance(f, DiskFeatures) for f in disk.local)
+    assert_same(disk, mem)
+    assert disk.checksum() == mem.checksum()
+    q = [extract_features(warp(im, angle=8.0, scale=0.7, seed=i)) for i, im in enumerate(images)]
+    from leopard_reid.embed import Features
+
+    queries = Features(names=[str(i) for i in range(6)], embeddings=rng.normal(size=(6, 8)).astype(np.float32),
+                       local=q, valid=np.ones(6, bool))
+    want = Matcher(method="local").fit(mem).scores(queries).final
+    got = Matcher(method="local").fit(disk).scores(queries).final
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.argmax(got, axis=1), np.arange(6))
+    disk.save(tmp_path / "again.lrg")
+    assert_same(Gallery.load(tmp_path / "again.lrg"), mem)
+    with pytest.raises(ValueError, match="keypoints must be"):
+        Gallery.load(tmp_path / "g.lrg", keypoints="mmap")
 
 
 def test_damaged_message_names_file_and_backup(tmp_path):
