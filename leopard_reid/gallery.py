@@ -52,6 +52,11 @@ def _sha(arr: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(arr).data).hexdigest()
 
 
+def _spec(arr: np.ndarray) -> dict[str, Any]:
+    """What the manifest records of an array: its SHA-256, dtype and shape."""
+    return {"sha256": _sha(arr), "dtype": str(arr.dtype), "shape": list(arr.shape)}
+
+
 def _json_value(v: Any) -> Any:
     if v is None or isinstance(v, (str, bool)):
         return v
@@ -168,7 +173,7 @@ class Gallery:
         """sha256 of what the gallery holds now (arrays, metadata, calibrations, backbone), as :meth:`save`
         would record it: two galleries with equal checksums match every query alike. A gallery changed in
         memory after :meth:`load` has another checksum than its file."""
-        return hashlib.sha256(self._manifest(self._arrays()).encode()).hexdigest()
+        return hashlib.sha256(self._manifest(self._array_specs()).encode()).hexdigest()
 
     def subset(self, identities: Iterable[str]) -> Gallery:
         """A new gallery with only the exemplars of ``identities`` (each must exist), in this gallery's order.
@@ -396,7 +401,31 @@ class Gallery:
                 arrays[f"local.{k}"] = np.ascontiguousarray(v)
         return arrays
 
-    def _manifest(self, arrays: dict[str, np.ndarray]) -> str:
+    def _array_specs(self) -> dict[str, dict[str, Any]]:
+        """What the manifest records of each array :meth:`_arrays` would give, the keypoints hashed exemplar by
+        exemplar: never packed into one copy (a catalogue's are gigabytes, maybe read from its file)."""
+        specs = {"embeddings": _spec(np.ascontiguousarray(self._emb))}
+        if self._local is not None:
+            kp, desc, counts, sizes = hashlib.sha256(), hashlib.sha256(), [], []
+            for f in self._local:
+                k = np.ascontiguousarray(f.keypoints, np.float32).reshape(-1, 4)
+                kp.update(k.data)
+                desc.update(np.ascontiguousarray(f.descriptors, np.uint8).data)
+                counts.append(len(k))
+                sizes.append(f.image_size)
+            n = int(sum(counts))
+            offsets = np.zeros(len(counts) + 1, np.int64)
+            np.cumsum(np.array(counts, np.int64), out=offsets[1:])
+            specs.update({
+                "local.keypoints": {"sha256": kp.hexdigest(), "dtype": "float32", "shape": [n, 4]},
+                "local.descriptors": {"sha256": desc.hexdigest(), "dtype": "uint8", "shape": [n, 128]},
+                "local.offsets": _spec(offsets),
+                "local.image_sizes": _spec(np.array(sizes, np.int64).reshape(-1, 2)),
+            })
+        return specs
+
+    def _manifest(self, specs: dict[str, dict[str, Any]]) -> str:
+        """The manifest :meth:`save` writes, given each array's :func:`_spec`."""
         records = [{k: _json_value(v) for k, v in row.items()} for row in self._meta.to_dict("records")]
         manifest = {
             "format": "leopard_reid.gallery",
@@ -411,9 +440,7 @@ class Gallery:
             "calibration": self.calibration,
             "calibrations": {k: v for k, v in self.calibrations.items() if k != "fused"},
             "dtypes": {str(c): str(t) for c, t in self._meta.dtypes.items()},
-            "arrays": {
-                k: {"sha256": _sha(v), "dtype": str(v.dtype), "shape": list(v.shape)} for k, v in arrays.items()
-            },
+            "arrays": specs,
         }
         return json.dumps(manifest, sort_keys=True, separators=(",", ":"))
 
@@ -433,7 +460,7 @@ class Gallery:
             raise GalleryError(f"{path}: is a folder; give a gallery file name")
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = self._arrays()
-        manifest = self._manifest(arrays)
+        manifest = self._manifest({k: _spec(v) for k, v in arrays.items()})
         checksum = hashlib.sha256(manifest.encode()).hexdigest()
         data = st_save(arrays, metadata={_MAGIC_KEY: manifest, "checksum": checksum})
         try:

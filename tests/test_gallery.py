@@ -677,6 +677,12 @@ def test_checksum_follows_the_content_not_the_file(tmp_path) -> None:
     loaded = Gallery.load(tmp_path / "g.lrg")
     assert loaded.checksum() == g.checksum() == Gallery.load(tmp_path / "g.lrg").checksum()
     assert len(loaded.checksum()) == 64
+    # with keypoints (hashed exemplar by exemplar, never packed) it is the checksum the file records
+    from leopard_reid._safetensors import read_checksum
+
+    for gallery in (tiny_gallery(), tiny_gallery(n=2), tiny_gallery(local=False)):
+        gallery.save(tmp_path / "k.lrg", overwrite=True)
+        assert gallery.checksum() == read_checksum(tmp_path / "k.lrg")
     loaded.add(rng.normal(size=(1, 8)), ["c"])
     assert loaded.checksum() != g.checksum()
     assert Gallery.load(tmp_path / "g.lrg").checksum() == g.checksum()  # the file is unchanged

@@ -245,7 +245,8 @@ def _read_inputs(detections: Any, gallery: str | os.PathLike | Gallery, out: Pat
             raise CensusError(f"keypoints: {err}") from None
     if isinstance(gallery, (str, os.PathLike)):
         gallery_path: Path | None = Path(gallery)
-        gallery = Gallery.load(gallery)
+        # its keypoints stay in the file (read as matching and the review page need them): not held for the run
+        gallery = Gallery.load(gallery, keypoints="disk")
     else:
         gallery_path = None
     if not len(gallery):

@@ -239,6 +239,8 @@ def _score_detections(
             bar.update(len(pieces[-1].valid))
         finished(start, _concat(pieces, step), counted=True)
     bar.close()
+    del matcher, by_identity  # the gallery's index (about 1 GB of kd-trees at a 10k season's gallery) ...
+    release_free_memory()  # ... back to the system before clustering allocates its own
     return sc, [e for s in sorted(chunk_errors) for e in chunk_errors[s]]
 
 
