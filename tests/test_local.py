@@ -60,6 +60,15 @@ def warp(img: np.ndarray, angle: float = 12.0, scale: float = 0.7, seed: int = 0
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def described_individuals(n: int, first_seed: int, angle_step: float, scale: float) -> tuple:
+    """``n`` synthetic individuals' features, their labels, and one warped re-sighting of each as queries."""
+    images = [spot_pattern(first_seed + i) for i in range(n)]
+    feats = [extract_features(im) for im in images]
+    queries = [extract_features(warp(im, angle=angle_step * (i - n // 2), scale=scale, seed=i))
+               for i, im in enumerate(images)]
+    return feats, [f"leo{i}" for i in range(n)], queries
+
+
 @pytest.fixture(scope="module")
 def gallery() -> tuple[list[LocalFeatures], list[str], list[LocalFeatures]]:
     """8 synthetic individuals in the gallery; one warped re-sighting of each as queries."""

@@ -5,19 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leopard_reid.local import LocalMatcher, extract_features
+from leopard_reid.local import LocalMatcher
 from leopard_reid.local.index import descriptor_blocks, exact_knn
 
-from .test_local import spot_pattern, warp
+from .test_local import described_individuals
 
 
 @pytest.fixture(scope="module")
 def gallery():
     """12 synthetic individuals; one warped re-sighting of each as queries."""
-    images = [spot_pattern(300 + i) for i in range(12)]
-    feats = [extract_features(im) for im in images]
-    queries = [extract_features(warp(im, angle=6.0 * (i - 6), scale=0.65, seed=i)) for i, im in enumerate(images)]
-    return feats, [f"leo{i}" for i in range(12)], queries
+    return described_individuals(12, 300, 6.0, 0.65)
 
 
 def test_descriptor_blocks_keep_every_row_in_order() -> None:

@@ -7,19 +7,16 @@ import threading
 import numpy as np
 import pytest
 
-from leopard_reid.local import LocalFeatures, LocalMatcher, extract_features
+from leopard_reid.local import LocalFeatures, LocalMatcher
 from leopard_reid.local.store import DiskFeatures, FeatureFile
 
-from .test_local import spot_pattern, warp
+from .test_local import described_individuals
 
 
 @pytest.fixture(scope="module")
 def described():
     """8 synthetic individuals; one warped re-sighting of each as queries."""
-    images = [spot_pattern(500 + i) for i in range(8)]
-    feats = [extract_features(im) for im in images]
-    queries = [extract_features(warp(im, angle=5.0 * (i - 4), scale=0.7, seed=i)) for i, im in enumerate(images)]
-    return feats, [f"leo{i}" for i in range(8)], queries
+    return described_individuals(8, 500, 5.0, 0.7)
 
 
 def _on_disk(file: FeatureFile, feats: list[LocalFeatures]) -> list[DiskFeatures]:
