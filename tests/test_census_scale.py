@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from leopard_reid.census import CensusError, run_census
+from leopard_reid.local.store import DiskFeatures
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,7 +140,7 @@ def test_sparse_clustering_gives_the_exhaustive_provisional_individuals(small_se
     def both(*args, **kw):
         got = real(*args, **kw)
         ref = ident._cluster_exhaustive(*args, **{k: v for k, v in kw.items() if k != "candidates"})
-        seen.update(n=len(args[0]), got=got, ref=ref)
+        seen.update(n=len(args[0]), got=got, ref=ref, local=args[3])
         return got
 
     monkeypatch.setattr(ident, "_cluster_new", both)
@@ -149,6 +150,9 @@ def test_sparse_clustering_gives_the_exhaustive_provisional_individuals(small_se
                    cameras=s["cameras"], embedder=embedder, progress=False, review_images=0, linkage=linkage,
                    cluster_candidates=3)
         assert seen["n"] > 8  # more unmatched bursts than 2 x candidates: the graph is really sparse
+        # the unmatched detections' keypoints are read from the census's scratch file, not held in memory
+        assert seen["local"] and all(isinstance(f, DiskFeatures) for f in seen["local"].values())
+        assert not list((s["root"] / f"out-{linkage}").rglob("unmatched-keypoints.bin"))  # deleted at the end
         groups = lambda c: _partition([c[g] for g in sorted(c)])  # noqa: E731
         assert groups(seen["got"]) == groups(seen["ref"]), linkage
 

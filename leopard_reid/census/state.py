@@ -6,8 +6,8 @@ Each scored chunk of detections is written as it finishes into ``out/.census-sta
 it was readable, the skipped crops' reasons, and the embedding and keypoints of every readable detection (the
 rest of the census, and the review page, reuse them rather than describing a crop twice). While a run goes
 on, the keypoints of the detections no known individual matched are also in one scratch file there
-(``unmatched-keypoints.bin``), which clustering new individuals reads a few detections at a time; the run
-deletes it when it ends.
+(``unmatched-keypoints.bin``), which clustering new individuals and the review page read a few detections at
+a time; the run deletes it when it ends (a killed run leaves it, and the next run replaces it).
 
 ``key`` is a hash of everything a chunk's scores depend on: the detections (path, resolved file, size and
 modification time, box, side, in order), the gallery (:meth:`~leopard_reid.Gallery.checksum`: what it holds
