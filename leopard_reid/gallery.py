@@ -547,6 +547,7 @@ class Gallery:
             arrays = st_load(raw) if keypoints == "memory" else arrays_in_place(path, header, _IN_PLACE)
         except Exception as err:  # safetensors raises its own error type for malformed data
             raise damaged(f"unreadable arrays ({err})") from None
+        del raw  # the arrays are copies: a catalogue's file is gigabytes
         try:
             spec = manifest["arrays"]
             if set(arrays) != set(spec) or set(header) - {"__metadata__"} != set(spec):
