@@ -72,10 +72,10 @@ def read_head(path: Path) -> bytes:
         return first + fh.read(min(struct.unpack("<Q", first)[0], os.fstat(fh.fileno()).st_size))
 
 
-def arrays_in_place(path: Path, header: dict[str, Any], in_place: Sequence[str]) -> dict[str, Any]:
-    """The arrays of a safetensors file from its parsed ``header``: those named ``in_place`` as :class:`InFile`
-    (hashed as they stream past, never held), the others read into memory."""
-    start = 8 + struct.unpack("<Q", read_head(path)[:8])[0]
+def arrays_in_place(path: Path, header: dict[str, Any], start: int, in_place: Sequence[str]) -> dict[str, Any]:
+    """The arrays of a safetensors file from its parsed ``header`` (the data from byte ``start``: the length of
+    :func:`read_head`): those named ``in_place`` as :class:`InFile` (hashed as they stream past, never held),
+    the others read into memory."""
     specs = sorted((tuple(int(x) for x in spec["data_offsets"]), name, spec)
                    for name, spec in header.items() if name != "__metadata__")
     spans = [0] + [x for (begin, end), _, _ in specs for x in (begin, end)] + [path.stat().st_size - start]

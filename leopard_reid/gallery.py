@@ -406,21 +406,19 @@ class Gallery:
         exemplar: never packed into one copy (a catalogue's are gigabytes, maybe read from its file)."""
         specs = {"embeddings": _spec(np.ascontiguousarray(self._emb))}
         if self._local is not None:
-            kp, desc, counts, sizes = hashlib.sha256(), hashlib.sha256(), [], []
+            from .local.features import DESCRIPTOR_DIM, packed_index
+
+            kp, desc = hashlib.sha256(), hashlib.sha256()
             for f in self._local:
-                k = np.ascontiguousarray(f.keypoints, np.float32).reshape(-1, 4)
-                kp.update(k.data)
+                kp.update(np.ascontiguousarray(f.keypoints, np.float32).data)
                 desc.update(np.ascontiguousarray(f.descriptors, np.uint8).data)
-                counts.append(len(k))
-                sizes.append(f.image_size)
-            n = int(sum(counts))
-            offsets = np.zeros(len(counts) + 1, np.int64)
-            np.cumsum(np.array(counts, np.int64), out=offsets[1:])
+            offsets, sizes = packed_index(self._local)
+            n = int(offsets[-1])
             specs.update({
                 "local.keypoints": {"sha256": kp.hexdigest(), "dtype": "float32", "shape": [n, 4]},
-                "local.descriptors": {"sha256": desc.hexdigest(), "dtype": "uint8", "shape": [n, 128]},
+                "local.descriptors": {"sha256": desc.hexdigest(), "dtype": "uint8", "shape": [n, DESCRIPTOR_DIM]},
                 "local.offsets": _spec(offsets),
-                "local.image_sizes": _spec(np.array(sizes, np.int64).reshape(-1, 2)),
+                "local.image_sizes": _spec(sizes),
             })
         return specs
 
@@ -544,7 +542,7 @@ class Gallery:
                    else "this file was not written by a known leopard_reid")
             )
         try:
-            arrays = st_load(raw) if keypoints == "memory" else arrays_in_place(path, header, _IN_PLACE)
+            arrays = st_load(raw) if keypoints == "memory" else arrays_in_place(path, header, len(raw), _IN_PLACE)
         except Exception as err:  # safetensors raises its own error type for malformed data
             raise damaged(f"unreadable arrays ({err})") from None
         del raw  # the arrays are copies: a catalogue's file is gigabytes
@@ -644,11 +642,10 @@ def _local_features(local: dict[str, Any]) -> list[Any]:
     kp, desc = local["keypoints"], local["descriptors"]
     if not isinstance(desc, InFile):
         return unpack_features(local)
+    from .local.features import check_packed
     from .local.store import FeatureFile
 
     offsets = np.asarray(local["offsets"], np.int64)
     sizes = np.asarray(local["image_sizes"], np.int64).reshape(-1, 2)
-    if (len(offsets) != len(sizes) + 1 or offsets[-1] != kp.shape[0] or kp.shape != (desc.shape[0], 4)
-            or (np.diff(offsets) < 0).any() or offsets[0] != 0):
-        raise ValueError("inconsistent packed local features")
+    check_packed(offsets, sizes, kp.shape[0], desc.shape[0])
     return FeatureFile.open(desc.path).features(kp.at, desc.at, offsets, sizes)

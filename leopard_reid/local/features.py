@@ -313,9 +313,7 @@ def pack_features(features: Sequence[LocalFeatures]) -> dict[str, np.ndarray]:
     ``keypoints`` (N, 4) float32 and ``descriptors`` (N, 128) uint8 concatenated; ``offsets`` int64
     (n_images + 1,) so image i owns rows ``offsets[i]:offsets[i+1]``; ``image_sizes`` int64 (n_images, 2).
     """
-    counts = np.array([len(f) for f in features], np.int64)
-    offsets = np.zeros(len(features) + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
+    offsets, sizes = packed_index(features)
     if features:
         keypoints = np.concatenate([np.asarray(f.keypoints, np.float32).reshape(-1, 4) for f in features])
         descriptors = np.concatenate(
@@ -324,8 +322,21 @@ def pack_features(features: Sequence[LocalFeatures]) -> dict[str, np.ndarray]:
     else:
         keypoints = np.zeros((0, 4), np.float32)
         descriptors = np.zeros((0, DESCRIPTOR_DIM), np.uint8)
-    sizes = np.array([f.image_size for f in features], np.int64).reshape(-1, 2)
     return {"keypoints": keypoints, "descriptors": descriptors, "offsets": offsets, "image_sizes": sizes}
+
+
+def packed_index(features: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(offsets, image_sizes)`` of :func:`pack_features`: where each image's rows start and end, its size."""
+    offsets = np.zeros(len(features) + 1, np.int64)
+    np.cumsum(np.array([len(f) for f in features], np.int64), out=offsets[1:])
+    return offsets, np.array([f.image_size for f in features], np.int64).reshape(-1, 2)
+
+
+def check_packed(offsets: np.ndarray, sizes: np.ndarray, n_keypoints: int, n_descriptors: int) -> None:
+    """Refuse packed features whose offsets, sizes and row counts disagree (``ValueError``)."""
+    if (len(offsets) != len(sizes) + 1 or offsets[0] != 0 or (np.diff(offsets) < 0).any()
+            or offsets[-1] != n_keypoints or n_keypoints != n_descriptors):
+        raise ValueError("inconsistent packed local features")
 
 
 def unpack_features(arrays: Mapping[str, np.ndarray]) -> list[LocalFeatures]:
@@ -334,8 +345,7 @@ def unpack_features(arrays: Mapping[str, np.ndarray]) -> list[LocalFeatures]:
     descriptors = np.asarray(arrays["descriptors"], np.uint8)
     offsets = np.asarray(arrays["offsets"], np.int64)
     sizes = np.asarray(arrays["image_sizes"], np.int64).reshape(-1, 2)
-    if len(offsets) != len(sizes) + 1 or offsets[-1] != len(keypoints) or len(keypoints) != len(descriptors):
-        raise ValueError("inconsistent packed local features")
+    check_packed(offsets, sizes, len(keypoints), len(descriptors))
     return [
         LocalFeatures(
             keypoints=keypoints[offsets[i] : offsets[i + 1]].copy(),

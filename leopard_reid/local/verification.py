@@ -248,9 +248,10 @@ def verify_matches(
     n = len(qi)
     if n < max(min_inliers, 2):
         return _empty_verification(n)
+    qk, ck = query.keypoints, candidate.keypoints  # read once (features on disk read them at each access)
     inl = _geometric_inliers(
-        query.keypoints[qi],
-        candidate.keypoints[ci],
+        qk[qi],
+        ck[ci],
         float(max(query.image_size)),
         float(max(candidate.image_size)),
         w,
@@ -264,7 +265,7 @@ def verify_matches(
         # one correspondence per candidate keypoint (a burst of query points onto one spot counts once)
         _, first = np.unique(ci[sel], return_index=True)
         sel = sel[np.sort(first)]
-        sel = sel[_distinct(query.keypoints[qi[sel], :2], candidate.keypoints[ci[sel], :2],
+        sel = sel[_distinct(qk[qi[sel], :2], ck[ci[sel], :2],
                             _DUP_FRACTION * max(query.image_size), _DUP_FRACTION * max(candidate.image_size))]
         keep = np.zeros(n, bool)
         keep[sel] = True
@@ -276,8 +277,8 @@ def verify_matches(
         n_matches=n,
         n_inliers=n_inl,
         score=float(w[inl].sum()),
-        query_points=query.keypoints[qi[inl], :2].astype(np.float32),
-        candidate_points=candidate.keypoints[ci[inl], :2].astype(np.float32),
+        query_points=qk[qi[inl], :2].astype(np.float32),
+        candidate_points=ck[ci[inl], :2].astype(np.float32),
     )
 
 
