@@ -122,7 +122,7 @@ def main() -> None:
     print(f"{'path':<44}{'seconds':>9}{'crops/s':>9}{'x naive':>9}{'% limit':>9}")
     for name, secs in [
         ("naive: full decode, batch 1", t_naive),
-        ("Embedder: draft decode, batched, workers", t_fast),
+        ("Embedder: draft decode, batched", t_fast),
         ("Embedder + cache, first run", t_first),
         ("Embedder + cache, re-run", t_again),
     ]:

@@ -141,7 +141,7 @@ def _embedder_spec(embedder: Embedder) -> dict[str, Any]:
         raise ValueError("client= needs an Embedder built from a backbone name (workers build the model "
                          "themselves); a ready torch module cannot be shipped to them")
     return {"backbone": embedder._backbone_arg, "checkpoint": embedder.checkpoint,
-            "batch_size": embedder.batch_size, "device": embedder._device_arg}
+            "batch_size": embedder._batch_size_arg, "device": embedder._device_arg}
 
 
 def _tune_worker_malloc() -> None:

@@ -268,7 +268,8 @@ def test_bad_options_are_usage_errors_without_traceback(corpus, tmp_path, capsys
 def test_help_shows_every_default(capsys):
     assert run(["match", "--help"]) == EXIT_OK
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: 5)" in text and "(default: fused)" in text and "(default: 32)" in text
+    assert "(default: 5)" in text and "(default: fused)" in text
+    assert "(default: 8 on a CPU, 32 on a GPU)" in text and "(default: None)" not in text.split("--batch-size")[1][:80]
 
 
 def test_enroll_dedups_by_path_and_bbox(corpus, tmp_path, capsys):

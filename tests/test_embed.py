@@ -18,6 +18,36 @@ def test_embeddings_are_unit_norm_float32_in_order(embedder):
     np.testing.assert_allclose(x[::-1], y, atol=1e-5)
 
 
+def test_small_cpu_batches_by_default_give_the_same_embeddings(embedder):
+    """Batches of 8 on a CPU (faster per crop there than 32): the embeddings do not depend on the batch."""
+    import copy
+
+    assert embedder.device.type == "cpu" and embedder.batch_size == 8
+    imgs = [spots(i) for i in range(11)]  # a batch of 8 and one of 3
+    big = copy.copy(embedder)
+    big.batch_size = 32
+    np.testing.assert_allclose(embedder.embed(imgs), big.embed(imgs), atol=1e-6)
+
+
+def test_threads_and_worker_processes_describe_alike(embedder, tmp_path):
+    """In-process describing loads a batch ahead on threads; worker processes give the very same features,
+    in input order, with an unreadable file named in its place."""
+    from leopard_reid import Embedder
+
+    for i in range(10):
+        Image.fromarray(spots(i, (200, 140))).save(tmp_path / f"{i}.png")
+    (tmp_path / "5.png").write_bytes(b"not an image")
+    table = pd.DataFrame({"path": [f"{i}.png" for i in range(10)]})
+    threaded = embedder.describe(table, root=tmp_path, local={"max_tilt": 1}, on_error="skip")
+    workers = Embedder(progress=False, num_workers=2, batch_size=3)
+    forked = workers.describe(table, root=tmp_path, local={"max_tilt": 1}, on_error="skip")
+    assert [e.path for e in threaded.errors] == [e.path for e in forked.errors] == ["5.png"]
+    assert list(threaded.valid) == list(forked.valid) == [i != 5 for i in range(10)]
+    np.testing.assert_allclose(threaded.embeddings[threaded.valid], forked.embeddings[forked.valid], atol=1e-6)
+    for a, b in zip(threaded.local, forked.local):
+        assert (a is None and b is None) or np.array_equal(a.descriptors, b.descriptors)
+
+
 def test_paths_pil_arrays_and_tables_agree(embedder, tmp_path):
     arr = spots(3)
     Image.fromarray(arr).save(tmp_path / "a.png")

@@ -68,7 +68,8 @@ def register(sub: Any) -> None:
     p.add_argument("--method", choices=("global", "local", "fused"), default="fused", help="how photos are compared")
     p.add_argument("--new-threshold", type=float, default=None,
                    help="score below which a detection is new (default: the gallery's calibration)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images embedded at once")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images embedded at once (default: 8 on a CPU, 32 on a GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda... (default: CUDA when available)")
     p.add_argument("--review-images", type=int, default=None,
                    help="rows of review.html with pictures (default: all; the others are still reviewable)")

@@ -22,7 +22,13 @@ class CommandError(Exception):
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Help that shows every option's default (``--help``)."""
+    """Help that shows every option's default (``--help``); a help text that states its own default (one that
+    depends on the machine, say) keeps it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.help and "(default:" in action.help:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def add_command(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
@@ -132,7 +138,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default=None, help="timm model name (default: the gallery's, else efficientnet_lite0)")
     p.add_argument("--checkpoint", default=None, help="fine-tuned checkpoint: training folder or .safetensors file")
     p.add_argument("--device", default=None, help="cpu, cuda... (default: CUDA when available)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images embedded at once")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images embedded at once (default: 8 on a CPU, 32 on a GPU)")
 
 
 def add_input_args(p: argparse.ArgumentParser, *, required: bool) -> None:
