@@ -160,24 +160,6 @@ def test_the_photo_as_taken_keeps_its_whole_keypoint_budget() -> None:
     assert len(extra) > 50 and not ({tuple(k[:3]) for k in extra} & {tuple(k[:3]) for k in plain.keypoints})
 
 
-def _asift(work: np.ndarray, max_keypoints: int, mask: np.ndarray | None, *, untilted: bool = True) -> tuple:
-    """The affine keypoints as OpenCV computes them when ASIFT also detects its untilted view again
-    (``untilted=False``: the tilted views alone, competing for the budget without it)."""
-    from leopard_reid.local.features import _affine_views
-
-    kps, desc = cv2.SIFT_create(nfeatures=max_keypoints).detectAndCompute(work, mask)
-    kps, desc = list(kps[:max_keypoints]), desc[:max_keypoints]
-    per_view = int(np.ceil(2.0 * max_keypoints / _affine_views(2)))
-    asift = cv2.AffineFeature_create(cv2.SIFT_create(nfeatures=per_view), 2, 0 if untilted else 1, np.sqrt(2.0), 72.0)
-    tkps, tdesc = asift.detectAndCompute(work, mask)
-    h, w = work.shape
-    inside = [i for i, k in enumerate(tkps) if 5 <= k.pt[0] <= w - 6 and 5 <= k.pt[1] <= h - 6]
-    order = sorted(inside, key=lambda i: -tkps[i].response)[:max_keypoints]
-    frontal = {(k.pt, k.size) for k in kps}
-    order = [i for i in order if (tkps[i].pt, tkps[i].size) not in frontal]
-    return kps + [tkps[i] for i in order], np.concatenate([desc, tdesc[order]])
-
-
 @pytest.mark.parametrize("masked", [False, True])
 def test_the_untilted_view_is_taken_from_the_photos_own_keypoints(masked: bool) -> None:
     """ASIFT's untilted view is not detected again, and the keypoints are those it would have given."""
@@ -189,9 +171,8 @@ def test_the_untilted_view_is_taken_from_the_photos_own_keypoints(masked: bool) 
         mask = np.zeros(work.shape, np.uint8)
         mask[20:460, 60:560] = 255
     kps, desc = _affine_detect(work, 2, 150, 0.04, mask)
-    ref_kps, ref_desc = _asift(work, 150, mask)
-    # the untilted view takes some of the tilted views' budget: leaving it out altogether would differ
-    assert len(_asift(work, 150, mask, untilted=False)[0]) > len(ref_kps) > 150
+    ref_kps, ref_desc = _affine_detect(work, 2, 150, 0.04, mask, detect_untilted=True)  # OpenCV's own views
+    assert len(ref_kps) > 150  # the photo's own 150 and the tilted views' (the untilted view's are dropped)
     assert [(k.pt, k.size, k.angle) for k in kps] == [(k.pt, k.size, k.angle) for k in ref_kps]
     assert np.array_equal(desc, ref_desc)
 

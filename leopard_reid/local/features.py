@@ -276,7 +276,8 @@ def _sift_detect(
 
 
 def _affine_detect(
-    work: np.ndarray, levels: int, max_keypoints: int, contrast_threshold: float, mask: np.ndarray | None = None
+    work: np.ndarray, levels: int, max_keypoints: int, contrast_threshold: float, mask: np.ndarray | None = None,
+    *, detect_untilted: bool = False,
 ) -> tuple:
     """ASIFT keypoints (the ``max_keypoints`` strongest over the photo and its affine-tilted views) together
     with the photo's own ``max_keypoints`` strongest; duplicates dropped, the photo's first.
@@ -287,7 +288,8 @@ def _affine_detect(
     leave-one-out top-1 on Pilanesberg from 0.74 to 0.88 (dev harness; 0.765 to 0.853 in bench_real), with
     leopardtrails unchanged at 0.857 (top-5 0.893 to 0.929). ASIFT's untilted view is the photo's own SIFT
     with that smaller budget, so it is not detected again: its keypoints are the strongest of the photo's
-    (ties kept, as SIFT keeps them), with the same result and a sixth less work. Stable sorts: deterministic.
+    (ties kept, as SIFT keeps them), with the same result and a sixth less work (``detect_untilted=True``
+    detects it again, as OpenCV does: for the test and benchmark of that). Stable sorts: deterministic.
     """
     # OpenCV's SIFT keeps its strongest keypoints first and applies the mask after; so do we, keeping the
     # unmasked ranking: ASIFT's untilted view is the photo's own SIFT with a budget of ``per_view``
@@ -299,8 +301,11 @@ def _affine_detect(
     keep = [i for i in range(len(found)) if allowed[i]][:max_keypoints]
     kps, desc = [found[i] for i in keep], (found_desc[keep] if keep else None)
     untilted = [found[i] for i in _strongest([k.response for k in found], per_view) if allowed[i]]
+    if detect_untilted:
+        untilted = []
     backend = cv2.SIFT_create(nfeatures=per_view, contrastThreshold=contrast_threshold)
-    asift = cv2.AffineFeature_create(backend, levels, 1, _TILT_STEP, _ROTATION_STEP)  # minTilt 1: tilted only
+    # minTilt 1: the tilted views only (0: the untilted one too, first)
+    asift = cv2.AffineFeature_create(backend, levels, 0 if detect_untilted else 1, _TILT_STEP, _ROTATION_STEP)
     tkps, tdesc = asift.detectAndCompute(work, mask)
     if tdesc is None or len(tkps) == 0:
         return (kps, desc) if kps else ((), None)
