@@ -13,8 +13,9 @@ import io as _io
 import json
 import math
 import os
+import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -241,14 +242,45 @@ def _scale_box(box: BBox, scale: float) -> BBox:
     return (int(x * scale), int(y * scale), max(1, round(w * scale)), max(1, round(h * scale)))
 
 
+class _Quiet:
+    """Warnings ignored while any thread is inside (:func:`_quiet`). ``warnings.catch_warnings`` is not safe
+    across threads: when two threads' blocks overlap, each restores the filters it found, and the last to
+    leave can restore the other's "ignore" for the whole process. Here the first thread in saves the filters
+    and the last one out restores them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.inside = 0
+        self.saved: Any = None
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self.lock:
+            if self.inside == 0:
+                self.saved = warnings.catch_warnings()
+                self.saved.__enter__()
+                warnings.simplefilter("ignore")
+            self.inside += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.inside -= 1
+                if self.inside == 0:
+                    self.saved.__exit__(None, None, None)
+                    self.saved = None
+
+
+#: Pillow's warnings while an image is opened and decoded (describe decodes on several threads at once).
+_quiet = _Quiet()
+
 _ORIENTATION = 0x0112
 
 
 def _orientation(img: Image.Image) -> int | None:
     """The EXIF orientation (1 = upright), or None when the EXIF block cannot be read."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "Corrupt EXIF data"
+        with _quiet():  # "Corrupt EXIF data"
             value = img.getexif().get(_ORIENTATION, 1)
         return int(value) if value in range(1, 9) else 1
     except Exception:  # a damaged EXIF block: the pixels may still be fine
@@ -260,8 +292,7 @@ def _upright(img: Image.Image) -> Image.Image:
     if _orientation(img) in (1, None):
         return img
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet():
             return ImageOps.exif_transpose(img) or img
     except Exception:
         return img
@@ -298,10 +329,9 @@ def _open_file(
         raise ImageError(path, "empty file (0 bytes)")
     img = None
     try:
-        with warnings.catch_warnings():
+        with _quiet():
             # Pillow's own bomb warning (at ~89 Mpx) is replaced by the ``max_pixels`` check below (Pillow
             # still refuses outright anything over twice its limit); "Corrupt EXIF data" is not our concern.
-            warnings.simplefilter("ignore")
             img = Image.open(path)
         if img.width * img.height > max_pixels:
             raise ImageError(
@@ -320,8 +350,7 @@ def _open_file(
             )
             img.draft("RGB", requested)
             scale = img.size[0] / full[0]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": the pixels are what matter
+        with _quiet():  # e.g. "Corrupt EXIF data": the pixels are what matter
             img.load()
             rgb = _to_rgb(_upright(img))
     except ImageError:

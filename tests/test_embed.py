@@ -38,9 +38,11 @@ def test_threads_and_worker_processes_describe_alike(embedder, tmp_path):
         Image.fromarray(spots(i, (200, 140))).save(tmp_path / f"{i}.png")
     (tmp_path / "5.png").write_bytes(b"not an image")
     table = pd.DataFrame({"path": [f"{i}.png" for i in range(10)]})
-    threaded = embedder.describe(table, root=tmp_path, local={"max_tilt": 1}, on_error="skip")
+    with pytest.warns(UserWarning, match="skipped 1 of 10 image"):
+        threaded = embedder.describe(table, root=tmp_path, local={"max_tilt": 1}, on_error="skip")
     workers = Embedder(progress=False, num_workers=2, batch_size=3)
-    forked = workers.describe(table, root=tmp_path, local={"max_tilt": 1}, on_error="skip")
+    with pytest.warns(UserWarning, match="skipped 1 of 10 image"):
+        forked = workers.describe(table, root=tmp_path, local={"max_tilt": 1}, on_error="skip")
     assert [e.path for e in threaded.errors] == [e.path for e in forked.errors] == ["5.png"]
     assert list(threaded.valid) == list(forked.valid) == [i != 5 for i in range(10)]
     np.testing.assert_allclose(threaded.embeddings[threaded.valid], forked.embeddings[forked.valid], atol=1e-6)

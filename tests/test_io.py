@@ -560,3 +560,37 @@ def test_errors_cross_dataloader_workers(lite0, mixed, monkeypatch):
     assert feats.valid.tolist() == [True, False, False, True, False]
     assert [type(e) for e in feats.errors] == [ImageError] * 3
     assert "empty file" in feats.errors[0].reason and "truncated" in feats.errors[1].reason
+
+
+def test_quieting_warnings_on_overlapping_threads_restores_the_filters():
+    """Two threads decoding at once: A in, B in, A out, B out. With ``warnings.catch_warnings`` B would then
+    restore A's "ignore" for the whole process, and a warning the caller waits for would never come."""
+    import threading
+    import warnings
+
+    from leopard_reid.io import _quiet
+
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def a() -> None:
+        with _quiet():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def b() -> None:
+        a_in.wait(5)
+        with _quiet():
+            b_in.set()
+            a_out.wait(5)
+            warnings.warn("inside: ignored", UserWarning, stacklevel=1)
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        threads = [threading.Thread(target=a), threading.Thread(target=b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        warnings.warn("after: shown", UserWarning, stacklevel=1)
+    assert a_out.is_set() and [str(w.message) for w in seen] == ["after: shown"]
