@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -181,8 +180,9 @@ def _worker_embedder(spec: dict[str, Any]) -> Embedder:
 def _describe_task(spec: dict[str, Any], records: list[Record], local: dict | None) -> Features:
     """Describe one chunk on a worker; unreadable images come back in ``errors``, nothing is raised."""
     emb = _worker_embedder(spec)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the client reports skipped images once
+    from .io import quiet_warnings
+
+    with quiet_warnings():  # the client reports skipped images once
         return emb.describe(records, local=local if local is not None else False, on_error="skip")
 
 

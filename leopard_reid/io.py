@@ -243,7 +243,7 @@ def _scale_box(box: BBox, scale: float) -> BBox:
 
 
 class _Quiet:
-    """Warnings ignored while any thread is inside (:func:`_quiet`). ``warnings.catch_warnings`` is not safe
+    """Warnings ignored while any thread is inside (:data:`quiet_warnings`). ``warnings.catch_warnings`` is not safe
     across threads: when two threads' blocks overlap, each restores the filters it found, and the last to
     leave can restore the other's "ignore" for the whole process. Here the first thread in saves the filters
     and the last one out restores them."""
@@ -271,8 +271,9 @@ class _Quiet:
                     self.saved = None
 
 
-#: Pillow's warnings while an image is opened and decoded (describe decodes on several threads at once).
-_quiet = _Quiet()
+#: ``with quiet_warnings():`` ignores warnings, safely when several threads do so at once (describe decodes on
+#: a thread per core; a Dask worker may run several tasks): Pillow's while an image is decoded, and more.
+quiet_warnings = _Quiet()
 
 _ORIENTATION = 0x0112
 
@@ -280,7 +281,7 @@ _ORIENTATION = 0x0112
 def _orientation(img: Image.Image) -> int | None:
     """The EXIF orientation (1 = upright), or None when the EXIF block cannot be read."""
     try:
-        with _quiet():  # "Corrupt EXIF data"
+        with quiet_warnings():  # "Corrupt EXIF data"
             value = img.getexif().get(_ORIENTATION, 1)
         return int(value) if value in range(1, 9) else 1
     except Exception:  # a damaged EXIF block: the pixels may still be fine
@@ -292,7 +293,7 @@ def _upright(img: Image.Image) -> Image.Image:
     if _orientation(img) in (1, None):
         return img
     try:
-        with _quiet():
+        with quiet_warnings():
             return ImageOps.exif_transpose(img) or img
     except Exception:
         return img
@@ -329,7 +330,7 @@ def _open_file(
         raise ImageError(path, "empty file (0 bytes)")
     img = None
     try:
-        with _quiet():
+        with quiet_warnings():
             # Pillow's own bomb warning (at ~89 Mpx) is replaced by the ``max_pixels`` check below (Pillow
             # still refuses outright anything over twice its limit); "Corrupt EXIF data" is not our concern.
             img = Image.open(path)
@@ -350,7 +351,7 @@ def _open_file(
             )
             img.draft("RGB", requested)
             scale = img.size[0] / full[0]
-        with _quiet():  # e.g. "Corrupt EXIF data": the pixels are what matter
+        with quiet_warnings():  # e.g. "Corrupt EXIF data": the pixels are what matter
             img.load()
             rgb = _to_rgb(_upright(img))
     except ImageError:

@@ -568,19 +568,19 @@ def test_quieting_warnings_on_overlapping_threads_restores_the_filters():
     import threading
     import warnings
 
-    from leopard_reid.io import _quiet
+    from leopard_reid.io import quiet_warnings
 
     a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
 
     def a() -> None:
-        with _quiet():
+        with quiet_warnings():
             a_in.set()
             b_in.wait(5)
         a_out.set()
 
     def b() -> None:
         a_in.wait(5)
-        with _quiet():
+        with quiet_warnings():
             b_in.set()
             a_out.wait(5)
             warnings.warn("inside: ignored", UserWarning, stacklevel=1)

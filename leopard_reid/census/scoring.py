@@ -43,12 +43,11 @@ def score_chunk(
     """Describe a chunk of detection records and score it against the fitted matcher. A pure function of its
     records (the unit of work of a census, in one process or on a Dask worker); every readable detection's
     features are kept. ``keypoints``: extractor options for the detections (default: the library's)."""
-    import warnings
-
     import numpy as np
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # skipped crops go to errors.csv
+    from ..io import quiet_warnings
+
+    with quiet_warnings():  # skipped crops go to errors.csv (a Dask worker may score chunks on several threads)
         local = (dict(keypoints) if keypoints else True) if matcher.method != "global" else False
         feats = embedder.describe(recs, local=local, on_error="skip")
     n, k = len(recs), len(by_identity)
