@@ -300,9 +300,9 @@ def _affine_detect(
     allowed = _in_mask(found, mask)
     keep = [i for i in range(len(found)) if allowed[i]][:max_keypoints]
     kps, desc = [found[i] for i in keep], (found_desc[keep] if keep else None)
-    untilted = [found[i] for i in _strongest([k.response for k in found], per_view) if allowed[i]]
-    if detect_untilted:
-        untilted = []
+    untilted = [] if detect_untilted else [
+        found[i] for i in _strongest([k.response for k in found], per_view) if allowed[i]
+    ]
     backend = cv2.SIFT_create(nfeatures=per_view, contrastThreshold=contrast_threshold)
     # minTilt 1: the tilted views only (0: the untilted one too, first)
     asift = cv2.AffineFeature_create(backend, levels, 0 if detect_untilted else 1, _TILT_STEP, _ROTATION_STEP)
